@@ -1,0 +1,31 @@
+# DocuVault. `make run` and `make test` are the two commands; see README.md.
+GO ?= go
+BINARIES := api relay consumer
+
+.PHONY: run test build bench fmt vet tidy clean minio
+
+## run: set everything up (MinIO, roles, schema, bucket) and run api, relay and consumer
+run: build
+	scripts/run.sh
+
+## test: the whole suite (-race) against real PostgreSQL, Redis and MinIO
+test:
+	scripts/test.sh
+
+## build: bin/api, bin/relay and bin/consumer
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -o bin/ $(addprefix ./cmd/,$(BINARIES))
+
+## minio: install the local MinIO server into bin/ (cached)
+minio:
+	scripts/minio.sh install
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .data

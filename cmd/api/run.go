@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/docuvault/docuvault/internal/config"
+)
+
+const usage = `usage: api [--env-file PATH] [command]
+
+commands:
+  serve        serve the HTTP API (default)
+  init-db      create or update the database and its two roles (needs DATABASE_ADMIN_URL)
+  migrate      apply the embedded schema migrations (DATABASE_MIGRATE_URL)
+  init-bucket  create the object storage bucket unless it exists
+
+Settings come from the environment and the env file (default /etc/docuvault/env
+when it exists); .env.example documents every key.
+`
+
+// run is the whole api process: it reads the configuration once, then runs
+// the command named in args until it ends or ctx is cancelled.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cmd, rest, src, err := config.Load("api", args, getenv)
+	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
+		_, _ = io.WriteString(stdout, usage)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("unexpected argument %q (see `api help`)", rest[0])
+	}
+	log, err := config.Logger(src, stdout)
+	if err != nil {
+		return err
+	}
+	for _, w := range src.Warnings {
+		log.Warn(w)
+	}
+	log = log.With("process", "api")
+
+	switch cmd {
+	case "", "serve":
+		cfg, err := loadServeConfig(src)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, log, cfg)
+	case "init-db":
+		return initDB(ctx, log, src)
+	case "migrate":
+		return migrateCmd(ctx, log, src)
+	case "init-bucket":
+		return initBucket(ctx, log, src)
+	default:
+		return fmt.Errorf("unknown command %q (see `api help`)", cmd)
+	}
+}

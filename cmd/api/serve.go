@@ -1,0 +1,94 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/config"
+	"github.com/docuvault/docuvault/internal/httpapi"
+	"github.com/docuvault/docuvault/internal/httpserver"
+	"github.com/docuvault/docuvault/internal/metrics"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+// Config is the API server's configuration.
+type Config struct {
+	Database        *pgxpool.Config // DATABASE_URL, the runtime role
+	Redis           *redis.Options  // REDIS_URL
+	S3              config.S3       // MINIO_*
+	HTTPAddr        string          // HTTP_ADDR, also serves /metrics
+	UploadMaxBytes  int64           // UPLOAD_MAX_BYTES
+	DuplicatePolicy string          // DUPLICATE_POLICY: allow or reject
+}
+
+// DefaultUploadMaxBytes is UPLOAD_MAX_BYTES unless set: 100 MiB.
+const DefaultUploadMaxBytes = 100 << 20
+
+func loadServeConfig(src *config.Source) (Config, error) {
+	var cfg Config
+	var err error
+	if cfg.Database, err = config.Database(src, "DATABASE_URL"); err != nil {
+		return cfg, err
+	}
+	if cfg.Redis, err = config.Redis(src); err != nil {
+		return cfg, err
+	}
+	if cfg.S3, err = config.ObjectStorage(src); err != nil {
+		return cfg, err
+	}
+	cfg.HTTPAddr = cmp.Or(src.Get("HTTP_ADDR"), "127.0.0.1:8080")
+	cfg.UploadMaxBytes = DefaultUploadMaxBytes
+	if raw := src.Get("UPLOAD_MAX_BYTES"); raw != "" {
+		if cfg.UploadMaxBytes, err = config.PositiveInt("UPLOAD_MAX_BYTES", raw); err != nil {
+			return cfg, err
+		}
+	}
+	cfg.DuplicatePolicy = cmp.Or(src.Get("DUPLICATE_POLICY"), "allow")
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the settings that parsing alone does not.
+func (c Config) Validate() error {
+	if err := config.ListenAddr("HTTP_ADDR", c.HTTPAddr); err != nil {
+		return err
+	}
+	return config.OneOf("DUPLICATE_POLICY", c.DuplicatePolicy, "allow", "reject")
+}
+
+func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
+	log.Info("starting",
+		"database", config.SafeDSN(cfg.Database),
+		"redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB,
+		"object_storage", cfg.S3.Endpoint.HostPort, "bucket", cfg.S3.Bucket,
+		"upload_max_bytes", cfg.UploadMaxBytes, "duplicate_policy", cfg.DuplicatePolicy)
+
+	pool, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	rdb := redis.NewClient(cfg.Redis)
+	defer rdb.Close()
+	blobs, err := blob.New(cfg.S3)
+	if err != nil {
+		return err
+	}
+
+	reg := metrics.NewRegistry()
+	h := httpapi.New(httpapi.Deps{
+		Log:     log,
+		DB:      pool,
+		Redis:   rdb,
+		Blobs:   blobs,
+		Metrics: metrics.Handler(reg),
+	})
+	err = httpserver.Run(ctx, log, "api", cfg.HTTPAddr, h)
+	log.Info("stopped")
+	return err
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/config"
+	"github.com/docuvault/docuvault/internal/health"
+	"github.com/docuvault/docuvault/internal/httpserver"
+	"github.com/docuvault/docuvault/internal/metrics"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+const usage = `usage: consumer [--env-file PATH]
+
+Consumes document events from Redis Streams. Settings: DATABASE_URL, REDIS_URL,
+MINIO_ENDPOINT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, MINIO_BUCKET,
+METRICS_ADDR (default 127.0.0.1:9102); .env.example documents every key.
+`
+
+// Config is the consumer's configuration.
+type Config struct {
+	Database    *pgxpool.Config // DATABASE_URL
+	Redis       *redis.Options  // REDIS_URL
+	S3          config.S3       // MINIO_*
+	MetricsAddr string          // METRICS_ADDR: /metrics, /healthz, /readyz
+}
+
+func loadConfig(src *config.Source) (Config, error) {
+	var cfg Config
+	var err error
+	if cfg.Database, err = config.Database(src, "DATABASE_URL"); err != nil {
+		return cfg, err
+	}
+	if cfg.Redis, err = config.Redis(src); err != nil {
+		return cfg, err
+	}
+	if cfg.S3, err = config.ObjectStorage(src); err != nil {
+		return cfg, err
+	}
+	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9102")
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the settings that parsing alone does not.
+func (c Config) Validate() error {
+	return config.ListenAddr("METRICS_ADDR", c.MetricsAddr)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cmd, _, src, err := config.Load("consumer", args, getenv)
+	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
+		_, _ = io.WriteString(stdout, usage)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cmd != "" {
+		return fmt.Errorf("unknown command %q (see `consumer help`)", cmd)
+	}
+	log, err := config.Logger(src, stdout)
+	if err != nil {
+		return err
+	}
+	log = log.With("process", "consumer")
+	for _, w := range src.Warnings {
+		log.Warn(w)
+	}
+	cfg, err := loadConfig(src)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "database", config.SafeDSN(cfg.Database), "redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB,
+		"object_storage", cfg.S3.Endpoint.HostPort, "bucket", cfg.S3.Bucket)
+
+	pool, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	rdb := redis.NewClient(cfg.Redis)
+	defer rdb.Close()
+
+	blobs, err := blob.New(cfg.S3)
+	if err != nil {
+		return err
+	}
+
+	reg := metrics.NewRegistry()
+	ops := health.Handler(log, metrics.Handler(reg),
+		health.Check{Name: "postgres", Probe: pool.Ping},
+		health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		health.Check{Name: "object_storage", Probe: blobs.Ping},
+	)
+	err = httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+	log.Info("stopped")
+	return err
+}

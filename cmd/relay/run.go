@@ -1,0 +1,94 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/config"
+	"github.com/docuvault/docuvault/internal/health"
+	"github.com/docuvault/docuvault/internal/httpserver"
+	"github.com/docuvault/docuvault/internal/metrics"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+const usage = `usage: relay [--env-file PATH]
+
+Publishes outbox events to Redis Streams. Settings: DATABASE_URL, REDIS_URL,
+METRICS_ADDR (default 127.0.0.1:9101); .env.example documents every key.
+`
+
+// Config is the relay's configuration.
+type Config struct {
+	Database    *pgxpool.Config // DATABASE_URL
+	Redis       *redis.Options  // REDIS_URL
+	MetricsAddr string          // METRICS_ADDR: /metrics, /healthz, /readyz
+}
+
+func loadConfig(src *config.Source) (Config, error) {
+	var cfg Config
+	var err error
+	if cfg.Database, err = config.Database(src, "DATABASE_URL"); err != nil {
+		return cfg, err
+	}
+	if cfg.Redis, err = config.Redis(src); err != nil {
+		return cfg, err
+	}
+	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9101")
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the settings that parsing alone does not.
+func (c Config) Validate() error {
+	return config.ListenAddr("METRICS_ADDR", c.MetricsAddr)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cmd, _, src, err := config.Load("relay", args, getenv)
+	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
+		_, _ = io.WriteString(stdout, usage)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cmd != "" {
+		return fmt.Errorf("unknown command %q (see `relay help`)", cmd)
+	}
+	log, err := config.Logger(src, stdout)
+	if err != nil {
+		return err
+	}
+	log = log.With("process", "relay")
+	for _, w := range src.Warnings {
+		log.Warn(w)
+	}
+	cfg, err := loadConfig(src)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "database", config.SafeDSN(cfg.Database), "redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB)
+
+	pool, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	rdb := redis.NewClient(cfg.Redis)
+	defer rdb.Close()
+
+	reg := metrics.NewRegistry()
+	ops := health.Handler(log, metrics.Handler(reg),
+		health.Check{Name: "postgres", Probe: pool.Ping},
+		health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+	)
+	err = httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+	log.Info("stopped")
+	return err
+}

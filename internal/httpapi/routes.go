@@ -1,0 +1,51 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/docuvault/docuvault/internal/health"
+	"github.com/docuvault/docuvault/internal/problem"
+)
+
+// routes lists every route the API serves.
+func (s *server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID)
+	r.Use(s.recoverer)
+
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, problem.New(http.StatusNotFound, "not-found", "Not found", "no such resource"))
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
+			r.Method+" is not allowed on this resource"))
+	})
+
+	r.Get("/healthz", health.Live)
+	r.Get("/readyz", health.Ready(s.Log, readinessTimeout,
+		health.Check{Name: "postgres", Probe: s.pingDB},
+		health.Check{Name: "redis", Probe: s.pingRedis},
+		health.Check{Name: "object_storage", Probe: s.pingBlobs},
+	))
+	r.Method(http.MethodGet, "/metrics", s.Metrics)
+	return r
+}
+
+// recoverer turns a panic into a logged 500 problem without internal text.
+func (s *server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.Log.Error("handler panic", "panic", v, "path", r.URL.Path, "request_id", middleware.GetReqID(r.Context()))
+				problem.Write(w, r, problem.New(http.StatusInternalServerError, "internal", "Internal error", ""))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

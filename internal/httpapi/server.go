@@ -1,0 +1,41 @@
+// Package httpapi is DocuVault's HTTP API: routes, handlers and the mapping
+// of errors to RFC 9457 problem responses.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/blob"
+)
+
+// Deps are what the API's handlers use.
+type Deps struct {
+	Log     *slog.Logger
+	DB      *pgxpool.Pool
+	Redis   *redis.Client
+	Blobs   *blob.Store
+	Metrics http.Handler
+}
+
+type server struct {
+	Deps
+}
+
+// New returns the API's handler.
+func New(deps Deps) http.Handler {
+	s := &server{Deps: deps}
+	return s.routes()
+}
+
+// readinessTimeout bounds each /readyz probe.
+const readinessTimeout = 2 * time.Second
+
+func (s *server) pingDB(ctx context.Context) error    { return s.DB.Ping(ctx) }
+func (s *server) pingRedis(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }
+func (s *server) pingBlobs(ctx context.Context) error { return s.Blobs.Ping(ctx) }
