@@ -32,7 +32,7 @@ func get(t *testing.T, url string) (*http.Response, string) {
 
 func TestServeHealthReadinessAndMetrics(t *testing.T) {
 	t.Parallel()
-	env := testenv.ServiceEnv(testenv.NewDB(t), testenv.S3(t))
+	env := testenv.ServiceEnv(t, testenv.NewDB(t), testenv.S3(t))
 	p := testenv.Start(t, run, nil, env)
 	base := "http://" + p.Addr("api")
 
@@ -69,7 +69,7 @@ func TestServeHealthReadinessAndMetrics(t *testing.T) {
 func TestReadinessNamesTheFailedDependency(t *testing.T) {
 	t.Parallel()
 	// Nothing listens on port 1: Redis is down.
-	env := testenv.ServiceEnv(testenv.NewDB(t), testenv.S3(t)).With("REDIS_URL", "redis://127.0.0.1:1/0")
+	env := testenv.ServiceEnv(t, testenv.NewDB(t), testenv.S3(t)).With("REDIS_URL", "redis://127.0.0.1:1/0")
 	p := testenv.Start(t, run, nil, env)
 	resp, body := get(t, "http://"+p.Addr("api")+"/readyz")
 	if resp.StatusCode != http.StatusServiceUnavailable {
@@ -203,7 +203,7 @@ func TestInitDBAndMigrateFromEnvFile(t *testing.T) {
 func TestConnectionErrorsHideThePassword(t *testing.T) {
 	t.Parallel()
 	const canary = "canary-pw-3f9a1c"
-	env := testenv.ServiceEnv(testenv.DB{AppURL: "postgres://docuvault_app:" + canary + "@127.0.0.1:1/docuvault"},
+	env := testenv.ServiceEnv(t, testenv.DB{AppURL: "postgres://docuvault_app:" + canary + "@127.0.0.1:1/docuvault"},
 		config.S3{Endpoint: config.Endpoint{HostPort: "127.0.0.1:1"}, AccessKey: "u", SecretKey: canary, Bucket: "docuvault"})
 	cases := map[string][]string{"serve": nil, "migrate": {"migrate"}, "init-db": {"init-db"}}
 	for name, args := range cases {

@@ -58,6 +58,9 @@ func (c Config) Validate() error {
 	if err := config.ListenAddr("HTTP_ADDR", c.HTTPAddr); err != nil {
 		return err
 	}
+	if c.UploadMaxBytes > blob.MaxObjectSize {
+		return &config.Error{Key: "UPLOAD_MAX_BYTES", Problem: fmt.Sprintf("%d exceeds the largest object a streamed upload can make (%d)", c.UploadMaxBytes, int64(blob.MaxObjectSize))}
+	}
 	return config.OneOf("DUPLICATE_POLICY", c.DuplicatePolicy, "allow", "reject")
 }
 
@@ -82,6 +85,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 
 	reg := metrics.NewRegistry()
 	h := httpapi.New(httpapi.Deps{
+		Config:  httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy},
 		Log:     log,
 		DB:      pool,
 		Redis:   rdb,

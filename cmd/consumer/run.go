@@ -13,6 +13,7 @@ import (
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/config"
+	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/health"
 	"github.com/docuvault/docuvault/internal/httpserver"
 	"github.com/docuvault/docuvault/internal/metrics"
@@ -101,7 +102,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		health.Check{Name: "object_storage", Probe: blobs.Ping},
 	)
-	err = httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serverErr := make(chan error, 1)
+	go func() {
+		serverErr <- httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+		cancel()
+	}()
+
+	fin := finalize.New(log, pool, blobs)
+	router, err := newRouter(log, rdb, consumerName(cfg.MetricsAddr), fin)
+	if err != nil {
+		cancel()
+		return errors.Join(err, <-serverErr)
+	}
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		fin.Sweep(ctx, finalize.SweepConfig{})
+	}()
+	err = router.Run(ctx)
+	cancel()
+	<-sweepDone
+	err = errors.Join(err, <-serverErr)
 	log.Info("stopped")
 	return err
 }

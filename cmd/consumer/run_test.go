@@ -12,7 +12,7 @@ import (
 
 func TestRunServesHealthAndStopsOnCancel(t *testing.T) {
 	t.Parallel()
-	p := testenv.Start(t, run, nil, testenv.ServiceEnv(testenv.NewDB(t), testenv.S3(t)))
+	p := testenv.Start(t, run, nil, testenv.ServiceEnv(t, testenv.NewDB(t), testenv.S3(t)))
 	base := "http://" + p.Addr("metrics")
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		resp, err := http.Get(base + path)
@@ -32,7 +32,7 @@ func TestRunServesHealthAndStopsOnCancel(t *testing.T) {
 
 func TestRefusesBadConfiguration(t *testing.T) {
 	t.Parallel()
-	good := testenv.ServiceEnv(testenv.DB{AppURL: "postgres://u:p@127.0.0.1:5432/docuvault"}, testenv.S3Settings())
+	good := testenv.ServiceEnv(t, testenv.DB{AppURL: "postgres://u:p@127.0.0.1:5432/docuvault"}, testenv.S3Settings())
 	for key, bad := range map[string]string{
 		"DATABASE_URL":   "",
 		"REDIS_URL":      "tcp://127.0.0.1:6379",

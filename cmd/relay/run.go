@@ -15,6 +15,7 @@ import (
 	"github.com/docuvault/docuvault/internal/health"
 	"github.com/docuvault/docuvault/internal/httpserver"
 	"github.com/docuvault/docuvault/internal/metrics"
+	"github.com/docuvault/docuvault/internal/relay"
 	"github.com/docuvault/docuvault/internal/store"
 )
 
@@ -88,7 +89,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		health.Check{Name: "postgres", Probe: pool.Ping},
 		health.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 	)
-	err = httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	serverErr := make(chan error, 1)
+	go func() {
+		serverErr <- httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
+		cancel()
+	}()
+	r := relay.New(relay.Config{}, log, pool, relay.StreamPublisher{Redis: rdb})
+	log.Info("relaying outbox to Redis Streams")
+	err = r.Run(ctx)
+	cancel()
+	err = errors.Join(err, <-serverErr)
 	log.Info("stopped")
 	return err
 }

@@ -31,6 +31,26 @@ func (s *server) routes() http.Handler {
 		health.Check{Name: "object_storage", Probe: s.pingBlobs},
 	))
 	r.Method(http.MethodGet, "/metrics", s.Metrics)
+
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Post("/documents", s.uploadDocument)
+		r.Get("/documents", s.listDocuments)
+		r.Get("/documents/{id}", s.getDocument)
+		r.Delete("/documents/{id}", s.deleteDocument)
+		r.Get("/documents/{id}/content", s.getContent)
+
+		r.Post("/topics", s.createTopic)
+		r.Get("/topics", s.listTopics)
+		r.Get("/topics/{id}", s.getTopic)
+		r.Patch("/topics/{id}", s.renameTopic)
+		r.Delete("/topics/{id}", s.deleteTopic)
+
+		r.Post("/folders", s.createFolder)
+		r.Get("/folders", s.listFolders)
+		r.Get("/folders/{id}", s.getFolder)
+		r.Patch("/folders/{id}", s.updateFolder)
+		r.Delete("/folders/{id}", s.deleteFolder)
+	})
 	return r
 }
 

@@ -14,8 +14,15 @@ import (
 	"github.com/docuvault/docuvault/internal/blob"
 )
 
+// Config is the API's behaviour.
+type Config struct {
+	UploadMaxBytes  int64  // largest file accepted
+	DuplicatePolicy string // allow or reject uploads whose content the owner has
+}
+
 // Deps are what the API's handlers use.
 type Deps struct {
+	Config  Config
 	Log     *slog.Logger
 	DB      *pgxpool.Pool
 	Redis   *redis.Client

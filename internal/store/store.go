@@ -74,3 +74,11 @@ func translate(err error) error {
 	}
 	return err
 }
+
+// DBTX is what single statements need: a pool, a connection or a
+// transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}

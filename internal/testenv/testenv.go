@@ -327,9 +327,10 @@ func (e Env) With(kv ...string) Env {
 	return out
 }
 
-// ServiceEnv is the environment for running the binaries against db and
-// bucket s3 on loopback, with every listener on a free port.
-func ServiceEnv(db DB, s3 config.S3) Env {
+// ServiceEnv is the environment for running the binaries against db,
+// bucket s3 and a leased Redis database on loopback, with every listener on
+// a free port.
+func ServiceEnv(t testing.TB, db DB, s3 config.S3) Env {
 	return Env{
 		"DATABASE_URL":         db.AppURL,
 		"DATABASE_MIGRATE_URL": db.MigrateURL,
@@ -337,7 +338,7 @@ func ServiceEnv(db DB, s3 config.S3) Env {
 		"MINIO_ROOT_USER":      s3.AccessKey,
 		"MINIO_ROOT_PASSWORD":  s3.SecretKey,
 		"MINIO_BUCKET":         s3.Bucket,
-		"REDIS_URL":            RedisURL(),
+		"REDIS_URL":            Redis(t),
 		"SECRET_KEY":           "test-secret-key-0123456789abcdef0123456789",
 		"HTTP_ADDR":            "127.0.0.1:0",
 		"METRICS_ADDR":         "127.0.0.1:0",

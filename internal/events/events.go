@@ -1,0 +1,145 @@
+// Package events defines DocuVault's event envelope, its event types and the
+// Redis streams they travel on. docs/events.md documents the contract.
+//
+// An event is written to the outbox in the transaction of the change that
+// caused it, and published by the relay as a Watermill message whose UUID is
+// the event id and whose metadata repeats the type and correlation id, so
+// subscribers can filter without parsing the payload.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Streams. One stream per aggregate type.
+const (
+	StreamDocuments = "docuvault.documents"
+	StreamTopics    = "docuvault.topics"
+	StreamFolders   = "docuvault.folders"
+)
+
+// Event types.
+const (
+	DocumentUploaded  = "document.uploaded"
+	DocumentFinalized = "document.finalized"
+	DocumentRejected  = "document.rejected"
+	DocumentDeleted   = "document.deleted"
+	TopicCreated      = "topic.created"
+	TopicRenamed      = "topic.renamed"
+	TopicDeleted      = "topic.deleted"
+	FolderCreated     = "folder.created"
+	FolderUpdated     = "folder.updated"
+	FolderDeleted     = "folder.deleted"
+)
+
+// Metadata keys of the Watermill message.
+const (
+	MetaType          = "type"
+	MetaVersion       = "version"
+	MetaCorrelationID = "correlation_id"
+	MetaAggregateID   = "aggregate_id"
+)
+
+// Actor is who caused an event.
+type Actor struct {
+	Type string     `json:"type"` // anonymous, user or system
+	ID   *uuid.UUID `json:"id,omitempty"`
+}
+
+// Anonymous is the actor of phase 1 API calls; System of the pipeline.
+var (
+	Anonymous = Actor{Type: "anonymous"}
+	System    = Actor{Type: "system"}
+)
+
+// Envelope is the JSON form of every event.
+type Envelope struct {
+	ID            uuid.UUID       `json:"id"`
+	Type          string          `json:"type"`
+	Version       int             `json:"version"`
+	OccurredAt    time.Time       `json:"occurred_at"`
+	AggregateType string          `json:"aggregate_type"`
+	AggregateID   uuid.UUID       `json:"aggregate_id"`
+	Actor         Actor           `json:"actor"`
+	CorrelationID uuid.UUID       `json:"correlation_id"`
+	CausationID   *uuid.UUID      `json:"causation_id,omitempty"`
+	Data          json.RawMessage `json:"data"`
+}
+
+// Stream is the stream an envelope belongs on.
+func (e Envelope) Stream() string {
+	switch e.AggregateType {
+	case "document":
+		return StreamDocuments
+	case "topic":
+		return StreamTopics
+	case "folder":
+		return StreamFolders
+	}
+	return "docuvault." + e.AggregateType + "s"
+}
+
+// New builds an envelope with a fresh UUIDv7 id. cause, when not nil, is the
+// event that led to this one: its id becomes the causation id and its
+// correlation id is carried over; otherwise correlation is the request's.
+func New(typ, aggregateType string, aggregateID uuid.UUID, actor Actor, correlation uuid.UUID, cause *Envelope, data any) (Envelope, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("encode %s data: %w", typ, err)
+	}
+	e := Envelope{
+		ID:            uuid.Must(uuid.NewV7()),
+		Type:          typ,
+		Version:       1,
+		OccurredAt:    time.Now().UTC().Truncate(time.Microsecond),
+		AggregateType: aggregateType,
+		AggregateID:   aggregateID,
+		Actor:         actor,
+		CorrelationID: correlation,
+		Data:          raw,
+	}
+	if cause != nil {
+		id := cause.ID
+		e.CausationID = &id
+		e.CorrelationID = cause.CorrelationID
+	}
+	return e, nil
+}
+
+// Document is the data of document.uploaded, document.finalized,
+// document.rejected and document.deleted: the document as it is after the
+// change.
+type Document struct {
+	ID           uuid.UUID  `json:"id"`
+	UserID       *uuid.UUID `json:"user_id"`
+	TopicID      *uuid.UUID `json:"topic_id"`
+	FolderID     *uuid.UUID `json:"folder_id"`
+	Title        string     `json:"title"`
+	Filename     string     `json:"filename"`
+	ContentType  string     `json:"content_type"`
+	SizeBytes    int64      `json:"size_bytes"`
+	SHA256       string     `json:"sha256"`
+	Status       string     `json:"status"`
+	StorageKey   string     `json:"storage_key"`
+	RejectReason *string    `json:"reject_reason,omitempty"`
+	DuplicateOf  *uuid.UUID `json:"duplicate_of,omitempty"`
+}
+
+// Topic is the data of topic events.
+type Topic struct {
+	ID     uuid.UUID  `json:"id"`
+	UserID *uuid.UUID `json:"user_id"`
+	Name   string     `json:"name"`
+}
+
+// Folder is the data of folder events.
+type Folder struct {
+	ID       uuid.UUID  `json:"id"`
+	UserID   *uuid.UUID `json:"user_id"`
+	ParentID *uuid.UUID `json:"parent_id"`
+	Name     string     `json:"name"`
+}

@@ -1,0 +1,674 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+// documentJSON is a document as the API returns it.
+type documentJSON struct {
+	ID           uuid.UUID  `json:"id"`
+	UserID       *uuid.UUID `json:"user_id"`
+	TopicID      *uuid.UUID `json:"topic_id"`
+	FolderID     *uuid.UUID `json:"folder_id"`
+	Title        string     `json:"title"`
+	Filename     string     `json:"filename"`
+	ContentType  string     `json:"content_type"`
+	SizeBytes    int64      `json:"size_bytes"`
+	SHA256       string     `json:"sha256"`
+	Status       string     `json:"status"`
+	RejectReason *string    `json:"reject_reason"`
+	DuplicateOf  *uuid.UUID `json:"duplicate_of"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	FinalizedAt  *time.Time `json:"finalized_at"`
+	DeletedAt    *time.Time `json:"deleted_at"`
+	Links        struct {
+		Self    string `json:"self"`
+		Content string `json:"content"`
+	} `json:"links"`
+}
+
+func toDocumentJSON(d store.Document) documentJSON {
+	out := documentJSON{
+		ID: d.ID, UserID: d.UserID, TopicID: d.TopicID, FolderID: d.FolderID,
+		Title: d.Title, Filename: d.Filename, ContentType: d.ContentType,
+		SizeBytes: d.SizeBytes, SHA256: hex.EncodeToString(d.SHA256),
+		Status: d.Status, RejectReason: d.RejectReason, DuplicateOf: d.DuplicateOf,
+		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt, FinalizedAt: d.FinalizedAt, DeletedAt: d.DeletedAt,
+	}
+	out.Links.Self = documentPath(d.ID)
+	out.Links.Content = documentPath(d.ID) + "/content"
+	return out
+}
+
+func documentPath(id uuid.UUID) string { return "/api/v1/documents/" + id.String() }
+
+// maxFieldBytes bounds the text form fields of an upload.
+const maxFieldBytes = 4096
+
+// multipartSlack is what an upload body may carry beyond the file itself:
+// boundaries, part headers and the text fields.
+const multipartSlack = 64 << 10
+
+// uploadForm is what the multipart body held besides the file.
+type uploadForm struct {
+	title    *string
+	topicID  *uuid.UUID
+	folderID *uuid.UUID
+}
+
+// bodyReader remembers read errors so that an upload failure can be blamed
+// on the client (truncated or oversized body) or on the object store.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+// uploadDocument streams the file part to staging, then records the
+// document, its audit row and its document.uploaded event in one
+// transaction. Whatever fails after the bytes were staged removes them.
+func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	mediaType, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" || params["boundary"] == "" {
+		s.fail(w, r, &apiError{status: http.StatusUnsupportedMediaType, typ: "unsupported-media-type",
+			title: "Unsupported media type", detail: "send multipart/form-data with a boundary and a part named file"})
+		return
+	}
+	idemKey, err := idempotencyKey(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var owner *uuid.UUID // phase 1: uploads have no owner
+	if idemKey != "" {
+		if doc, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
+			s.replayUpload(w, doc)
+			return
+		} else if !errors.Is(err, store.ErrNotFound) {
+			s.fail(w, r, dbErr(err))
+			return
+		}
+	}
+	if r.ContentLength > s.Config.UploadMaxBytes+multipartSlack {
+		s.fail(w, r, s.tooLarge())
+		return
+	}
+	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, s.Config.UploadMaxBytes+multipartSlack)}
+
+	id := uuid.Must(uuid.NewV7())
+	key := blob.StagingKey(id)
+	staged := false
+	committed := false
+	defer func() {
+		if staged && !committed {
+			// Nothing refers to the staged bytes: remove them now. Should
+			// that fail, the consumer's sweep removes them after the grace
+			// period.
+			if err := s.Blobs.Remove(context.WithoutCancel(ctx), key); err != nil {
+				s.Log.Warn("remove staged object", "key", key, "err", err)
+			}
+		}
+	}()
+
+	var form uploadForm
+	var put blob.PutResult
+	var filename, clientType string
+	mr := multipart.NewReader(body, params["boundary"])
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			s.fail(w, r, s.bodyError(body, err))
+			return
+		}
+		switch name := part.FormName(); name {
+		case "file":
+			if staged {
+				s.fail(w, r, badRequest("invalid-multipart", "the body has more than one part named file"))
+				return
+			}
+			filename = sanitizeFilename(rawFilename(part))
+			clientType = part.Header.Get("Content-Type")
+			put, err = s.Blobs.Put(ctx, key, part, s.Config.UploadMaxBytes, "application/octet-stream")
+			switch {
+			case errors.Is(err, blob.ErrTooLarge):
+				s.fail(w, r, s.tooLarge())
+				return
+			case body.err != nil:
+				s.fail(w, r, s.bodyError(body, body.err))
+				return
+			case err != nil:
+				s.fail(w, r, &unavailable{dependency: "object_storage", err: err})
+				return
+			}
+			staged = true
+			if put.Size == 0 {
+				s.fail(w, r, badRequest("empty-file", "the file part is empty; DocuVault does not store empty documents"))
+				return
+			}
+		case "title", "topic_id", "folder_id":
+			if err := form.set(name, part); err != nil {
+				s.fail(w, r, s.bodyError(body, err))
+				return
+			}
+		case "":
+			s.fail(w, r, badRequest("invalid-multipart", "a part has no form name"))
+			return
+		default:
+			s.fail(w, r, badRequest("unknown-field", "unknown form field %q (expected file, title, topic_id, folder_id)", truncateRunes(name, 100)))
+			return
+		}
+	}
+	if !staged {
+		s.fail(w, r, badRequest("missing-file", "the body has no part named file"))
+		return
+	}
+
+	doc := store.Document{
+		ID: id, UserID: owner, TopicID: form.topicID, FolderID: form.folderID,
+		Filename: filename, ContentType: detectContentType(put.Head, clientType),
+		SizeBytes: put.Size, SHA256: put.SHA256, StorageKey: key,
+	}
+	if form.title != nil {
+		doc.Title = *form.title
+	}
+	if idemKey != "" {
+		doc.IdempotencyKey = &idemKey
+	}
+
+	err = store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
+		if dup, err := store.FindDuplicate(ctx, tx, owner, put.SHA256); err == nil {
+			if s.Config.DuplicatePolicy == "reject" {
+				return &apiError{status: http.StatusConflict, typ: "duplicate", title: "Duplicate document",
+					detail: "a document with the same content exists", extra: map[string]any{"duplicate_of": dup.ID}}
+			}
+			doc.DuplicateOf = &dup.ID
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		inserted, err := store.InsertDocument(ctx, tx, doc)
+		if err != nil {
+			return err
+		}
+		doc = inserted
+		ev, err := events.New(events.DocumentUploaded, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
+		if err != nil {
+			return err
+		}
+		return store.Record(ctx, tx, ev, origin(r))
+	})
+	if errors.Is(err, store.ErrConflict) && idemKey != "" {
+		// A concurrent request with the same key committed first.
+		if first, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
+			s.replayUpload(w, first)
+			return
+		}
+	}
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	committed = true
+	w.Header().Set("Location", documentPath(doc.ID))
+	writeJSON(w, http.StatusAccepted, toDocumentJSON(doc))
+}
+
+// replayUpload answers a retried upload with the document the first
+// request created.
+func (s *server) replayUpload(w http.ResponseWriter, doc store.Document) {
+	w.Header().Set("Location", documentPath(doc.ID))
+	w.Header().Set("Idempotent-Replayed", "true")
+	writeJSON(w, http.StatusAccepted, toDocumentJSON(doc))
+}
+
+func (s *server) tooLarge() error {
+	return &apiError{status: http.StatusRequestEntityTooLarge, typ: "too-large", title: "Upload too large",
+		detail: fmt.Sprintf("the file exceeds UPLOAD_MAX_BYTES (%d bytes)", s.Config.UploadMaxBytes)}
+}
+
+// bodyError blames a failed read on the client: an oversized body is 413,
+// anything else (truncated, malformed multipart) is 400.
+func (s *server) bodyError(body *bodyReader, err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) || errors.As(body.err, &maxErr) {
+		return s.tooLarge()
+	}
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		return err
+	}
+	return badRequest("invalid-multipart", "the multipart body is malformed or truncated")
+}
+
+// set reads one text field.
+func (f *uploadForm) set(name string, part *multipart.Part) error {
+	b, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxFieldBytes {
+		return badRequest("invalid-field", "field %s is longer than %d bytes", name, maxFieldBytes)
+	}
+	v := string(b)
+	switch name {
+	case "title":
+		if f.title != nil {
+			return badRequest("invalid-multipart", "field title appears twice")
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return badRequest("invalid-field", "title must be UTF-8 text without NUL")
+		}
+		if utf8.RuneCountInString(v) > 1000 {
+			return badRequest("invalid-field", "title is longer than 1000 characters")
+		}
+		f.title = &v
+	case "topic_id", "folder_id":
+		dst := &f.topicID
+		if name == "folder_id" {
+			dst = &f.folderID
+		}
+		if *dst != nil {
+			return badRequest("invalid-multipart", "field %s appears twice", name)
+		}
+		if v == "" {
+			return nil
+		}
+		id, err := parseUUID(v)
+		if err != nil {
+			return badRequest("invalid-field", "%s is not a UUID", name)
+		}
+		*dst = &id
+	}
+	return nil
+}
+
+// parseUUID accepts only the canonical 36-character form.
+func parseUUID(s string) (uuid.UUID, error) {
+	if len(s) != 36 {
+		return uuid.UUID{}, errors.New("not a canonical UUID")
+	}
+	return uuid.Parse(s)
+}
+
+// rawFilename is the filename parameter exactly as sent; multipart's
+// FileName applies filepath.Base, which hides what sanitizeFilename must
+// see and would keep a Windows path whole.
+func rawFilename(part *multipart.Part) string {
+	_, params, err := mime.ParseMediaType(part.Header.Get("Content-Disposition"))
+	if err != nil {
+		return ""
+	}
+	return params["filename"]
+}
+
+// maxFilenameBytes is the longest filename kept (most file systems' limit).
+const maxFilenameBytes = 255
+
+// sanitizeFilename makes a client's filename safe to store and to send back
+// in Content-Disposition: the last path element only (either separator),
+// no control or bidirectional-override characters, valid UTF-8, at most
+// maxFilenameBytes (keeping the extension), and never empty, "." or "..".
+func sanitizeFilename(name string) string {
+	name = strings.ToValidUTF8(name, "\uFFFD")
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	name = strings.Map(func(r rune) rune {
+		switch {
+		case unicode.IsControl(r), r == '\uFFFD':
+			return '_'
+		case unicode.Is(unicode.Bidi_Control, r), r == '\u200B', r == '\uFEFF':
+			return -1
+		}
+		return r
+	}, name)
+	name = strings.TrimSpace(name)
+	if len(name) > maxFilenameBytes {
+		ext := ""
+		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
+			ext = name[i:]
+		}
+		name = truncateBytes(name[:len(name)-len(ext)], maxFilenameBytes-len(ext)) + ext
+	}
+	if name == "" || strings.Trim(name, ".") == "" {
+		return "document"
+	}
+	return name
+}
+
+func truncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func truncateRunes(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
+}
+
+// detectContentType decides the stored content type from the bytes. The
+// client's claim is used only to refine a generic detection (office
+// formats are zip archives, many text formats are text/plain), and never
+// to claim an active type such as HTML or SVG that a browser would render.
+func detectContentType(head []byte, claimed string) string {
+	detected := http.DetectContentType(head)
+	generic := detected == "application/octet-stream" || detected == "application/zip" ||
+		strings.HasPrefix(detected, "text/plain")
+	if !generic || claimed == "" {
+		return detected
+	}
+	mt, _, err := mime.ParseMediaType(claimed)
+	if err != nil || len(mt) > 255 {
+		return detected
+	}
+	switch {
+	case strings.HasPrefix(mt, "text/html"), strings.Contains(mt, "xml"), strings.Contains(mt, "javascript"),
+		mt == "application/octet-stream", strings.HasPrefix(mt, "multipart/"):
+		return detected
+	case detected == "application/zip" && !(strings.HasPrefix(mt, "application/vnd.") || mt == "application/epub+zip"):
+		return detected
+	case strings.HasPrefix(detected, "text/plain") && !strings.HasPrefix(mt, "text/"):
+		return detected
+	}
+	return mt
+}
+
+// idempotencyKey validates the Idempotency-Key header: 1-255 visible ASCII
+// characters.
+func idempotencyKey(r *http.Request) (string, error) {
+	values := r.Header.Values("Idempotency-Key")
+	if len(values) == 0 {
+		return "", nil
+	}
+	if len(values) > 1 {
+		return "", badRequest("invalid-idempotency-key", "send one Idempotency-Key header")
+	}
+	k := values[0]
+	if len(k) == 0 || len(k) > 255 {
+		return "", badRequest("invalid-idempotency-key", "Idempotency-Key must be 1 to 255 characters")
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return "", badRequest("invalid-idempotency-key", "Idempotency-Key must be visible ASCII")
+		}
+	}
+	return k, nil
+}
+
+// correlationID is the request's X-Correlation-ID when it is a UUID, or a
+// new one.
+func correlationID(r *http.Request) uuid.UUID {
+	if id, err := parseUUID(r.Header.Get("X-Correlation-ID")); err == nil {
+		return id
+	}
+	return uuid.Must(uuid.NewV7())
+}
+
+// origin is the audit context of a request.
+func origin(r *http.Request) store.Origin {
+	o := store.Origin{UserAgent: r.UserAgent(), RequestID: middleware.GetReqID(r.Context())}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		ip := ap.Addr().Unmap()
+		o.ClientIP = &ip
+	}
+	return o
+}
+
+func (s *server) getDocument(w http.ResponseWriter, r *http.Request) {
+	doc, err := s.documentFromPath(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toDocumentJSON(doc))
+}
+
+// documentFromPath loads the document named by {id}; deleted documents
+// are not found.
+func (s *server) documentFromPath(r *http.Request) (store.Document, error) {
+	id, err := pathID(r)
+	if err != nil {
+		return store.Document{}, err
+	}
+	doc, err := store.GetDocument(r.Context(), s.DB, id)
+	if err != nil {
+		return doc, dbErr(err)
+	}
+	if doc.Status == store.StatusDeleted {
+		return doc, store.ErrNotFound
+	}
+	return doc, nil
+}
+
+func pathID(r *http.Request) (uuid.UUID, error) {
+	id, err := parseUUID(chi.URLParam(r, "id"))
+	if err != nil {
+		return id, &apiError{status: http.StatusNotFound, typ: "not-found", title: "Not found",
+			detail: "the id in the path is not a UUID"}
+	}
+	return id, nil
+}
+
+// Page sizes of list endpoints.
+const (
+	defaultPageSize = 50
+	maxPageSize     = 200
+)
+
+type listParams struct {
+	limit int
+	after *uuid.UUID
+}
+
+// pageParams reads limit and cursor. The cursor is opaque to clients: the
+// base64url form of the last id of the previous page.
+func pageParams(r *http.Request) (listParams, error) {
+	p := listParams{limit: defaultPageSize}
+	q := r.URL.Query()
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > maxPageSize {
+			return p, badRequest("invalid-parameter", "limit must be a whole number from 1 to %d", maxPageSize)
+		}
+		p.limit = n
+	}
+	if raw := q.Get("cursor"); raw != "" {
+		b, err := base64.RawURLEncoding.DecodeString(raw)
+		if err != nil || len(b) != 16 {
+			return p, badRequest("invalid-cursor", "cursor is not one this API returned")
+		}
+		id, _ := uuid.FromBytes(b)
+		p.after = &id
+	}
+	return p, nil
+}
+
+func cursorFor(id uuid.UUID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
+
+func optionalUUID(r *http.Request, name string) (*uuid.UUID, error) {
+	raw := r.URL.Query().Get(name)
+	if raw == "" {
+		return nil, nil
+	}
+	id, err := parseUUID(raw)
+	if err != nil {
+		return nil, badRequest("invalid-parameter", "%s is not a UUID", name)
+	}
+	return &id, nil
+}
+
+func (s *server) listDocuments(w http.ResponseWriter, r *http.Request) {
+	page, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	f := store.DocumentFilter{Status: r.URL.Query().Get("status"), After: page.after, Limit: page.limit + 1}
+	switch f.Status {
+	case "", store.StatusPending, store.StatusReady, store.StatusRejected:
+	default:
+		s.fail(w, r, badRequest("invalid-parameter", "status must be pending, ready or rejected"))
+		return
+	}
+	if f.TopicID, err = optionalUUID(r, "topic_id"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if f.FolderID, err = optionalUUID(r, "folder_id"); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	docs, err := store.ListDocuments(r.Context(), s.DB, f)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	out := struct {
+		Items      []documentJSON `json:"items"`
+		NextCursor *string        `json:"next_cursor"`
+	}{Items: []documentJSON{}}
+	if len(docs) > page.limit {
+		docs = docs[:page.limit]
+		c := cursorFor(docs[len(docs)-1].ID)
+		out.NextCursor = &c
+	}
+	for _, d := range docs {
+		out.Items = append(out.Items, toDocumentJSON(d))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getContent streams a ready document's bytes, with ETag and Range support.
+func (s *server) getContent(w http.ResponseWriter, r *http.Request) {
+	doc, err := s.documentFromPath(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if doc.Status != store.StatusReady {
+		s.fail(w, r, &apiError{status: http.StatusConflict, typ: "not-ready", title: "Document not ready",
+			detail: "the document is " + doc.Status + "; its content is available once it is ready",
+			extra: map[string]any{"document_status": doc.Status}})
+		return
+	}
+	obj, _, err := s.Blobs.Open(r.Context(), doc.StorageKey)
+	if err != nil {
+		if errors.Is(err, blob.ErrNotFound) {
+			s.Log.Error("ready document has no object", "document_id", doc.ID, "key", doc.StorageKey)
+		}
+		s.fail(w, r, &unavailable{dependency: "object_storage", err: err})
+		return
+	}
+	defer obj.Close()
+	h := w.Header()
+	h.Set("Content-Type", doc.ContentType)
+	h.Set("ETag", `"`+hex.EncodeToString(doc.SHA256)+`"`)
+	h.Set("Content-Disposition", contentDisposition(doc.Filename))
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "sandbox")
+	h.Set("Cache-Control", "private, no-cache")
+	modTime := doc.CreatedAt
+	if doc.FinalizedAt != nil {
+		modTime = *doc.FinalizedAt
+	}
+	http.ServeContent(w, r, "", modTime, obj)
+}
+
+// contentDisposition is an RFC 6266 attachment header: an ASCII fallback
+// filename plus filename* (RFC 8187) for the UTF-8 original.
+func contentDisposition(name string) string {
+	fallback := strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' || r == '%' || r == ';' {
+			return '_'
+		}
+		return r
+	}, name)
+	v := `attachment; filename="` + fallback + `"`
+	if fallback != name {
+		v += "; filename*=UTF-8''" + rfc8187Escape(name)
+	}
+	return v
+}
+
+func rfc8187Escape(s string) string {
+	const attrChar = "!#$&+-.^_`|~"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x80 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(attrChar, c) >= 0) {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "%%%02X", c)
+	}
+	return b.String()
+}
+
+// deleteDocument soft-deletes a document with its audit row and a
+// document.deleted event; the consumer then removes the object.
+func (s *server) deleteDocument(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	err = store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
+		doc, err := store.MarkDeleted(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		ev, err := events.New(events.DocumentDeleted, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
+		if err != nil {
+			return err
+		}
+		return store.Record(ctx, tx, ev, origin(r))
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,352 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+type topicJSON struct {
+	ID        uuid.UUID  `json:"id"`
+	UserID    *uuid.UUID `json:"user_id"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+func toTopicJSON(t store.Topic) topicJSON {
+	return topicJSON{ID: t.ID, UserID: t.UserID, Name: t.Name, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+}
+
+type folderJSON struct {
+	ID        uuid.UUID  `json:"id"`
+	UserID    *uuid.UUID `json:"user_id"`
+	ParentID  *uuid.UUID `json:"parent_id"`
+	Name      string     `json:"name"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+}
+
+func toFolderJSON(f store.Folder) folderJSON {
+	return folderJSON{ID: f.ID, UserID: f.UserID, ParentID: f.ParentID, Name: f.Name, CreatedAt: f.CreatedAt, UpdatedAt: f.UpdatedAt}
+}
+
+// validName checks a topic or folder name: 1 to max characters of UTF-8
+// text without control characters or path separators, trimmed.
+func validName(name *string, max int) error {
+	if name == nil {
+		return badRequest("invalid-field", "name is required")
+	}
+	n := strings.TrimSpace(*name)
+	switch {
+	case n == "" || utf8.RuneCountInString(n) > max:
+		return badRequest("invalid-field", "name must be 1 to %d characters", max)
+	case strings.ContainsAny(n, "/\\") || strings.IndexFunc(n, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		return badRequest("invalid-field", "name must not contain slashes or control characters")
+	}
+	*name = n
+	return nil
+}
+
+// recordChange runs change and records its event in one transaction.
+func (s *server) recordChange(r *http.Request, change func(tx pgx.Tx) (events.Envelope, error)) error {
+	ctx := r.Context()
+	return store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
+		ev, err := change(tx)
+		if err != nil {
+			return err
+		}
+		return store.Record(ctx, tx, ev, origin(r))
+	})
+}
+
+func topicEvent(r *http.Request, typ string, t store.Topic) (events.Envelope, error) {
+	return events.New(typ, "topic", t.ID, events.Anonymous, correlationID(r), nil, events.Topic{ID: t.ID, UserID: t.UserID, Name: t.Name})
+}
+
+func folderEvent(r *http.Request, typ string, f store.Folder) (events.Envelope, error) {
+	return events.New(typ, "folder", f.ID, events.Anonymous, correlationID(r), nil,
+		events.Folder{ID: f.ID, UserID: f.UserID, ParentID: f.ParentID, Name: f.Name})
+}
+
+func (s *server) createTopic(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name *string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := validName(in.Name, 200); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var out store.Topic
+	err := s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		var err error
+		if out, err = store.InsertTopic(r.Context(), tx, store.Topic{ID: uuid.Must(uuid.NewV7()), Name: *in.Name}); err != nil {
+			return events.Envelope{}, err
+		}
+		return topicEvent(r, events.TopicCreated, out)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	w.Header().Set("Location", "/api/v1/topics/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, toTopicJSON(out))
+}
+
+func (s *server) listTopics(w http.ResponseWriter, r *http.Request) {
+	page, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	topics, err := store.ListTopics(r.Context(), s.DB, page.after, page.limit+1)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	out := struct {
+		Items      []topicJSON `json:"items"`
+		NextCursor *string     `json:"next_cursor"`
+	}{Items: []topicJSON{}}
+	if len(topics) > page.limit {
+		topics = topics[:page.limit]
+		c := cursorFor(topics[len(topics)-1].ID)
+		out.NextCursor = &c
+	}
+	for _, t := range topics {
+		out.Items = append(out.Items, toTopicJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) getTopic(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t, err := store.GetTopic(r.Context(), s.DB, id)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, toTopicJSON(t))
+}
+
+func (s *server) renameTopic(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in struct {
+		Name *string `json:"name"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := validName(in.Name, 200); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var out store.Topic
+	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		var err error
+		if out, err = store.RenameTopic(r.Context(), tx, id, *in.Name); err != nil {
+			return events.Envelope{}, err
+		}
+		return topicEvent(r, events.TopicRenamed, out)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, toTopicJSON(out))
+}
+
+func (s *server) deleteTopic(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		t, err := store.DeleteTopic(r.Context(), tx, id)
+		if err != nil {
+			return events.Envelope{}, err
+		}
+		return topicEvent(r, events.TopicDeleted, t)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) createFolder(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name     *string    `json:"name"`
+		ParentID *uuid.UUID `json:"parent_id"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := validName(in.Name, 255); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var out store.Folder
+	err := s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		var err error
+		f := store.Folder{ID: uuid.Must(uuid.NewV7()), ParentID: in.ParentID, Name: *in.Name}
+		if out, err = store.InsertFolder(r.Context(), tx, f); err != nil {
+			return events.Envelope{}, err
+		}
+		return folderEvent(r, events.FolderCreated, out)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	w.Header().Set("Location", "/api/v1/folders/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, toFolderJSON(out))
+}
+
+// listFolders lists the children of ?parent_id= (the root folders without it).
+func (s *server) listFolders(w http.ResponseWriter, r *http.Request) {
+	page, err := pageParams(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	parent, err := optionalUUID(r, "parent_id")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	folders, err := store.ListFolders(r.Context(), s.DB, parent, page.after, page.limit+1)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	out := struct {
+		Items      []folderJSON `json:"items"`
+		NextCursor *string      `json:"next_cursor"`
+	}{Items: []folderJSON{}}
+	if len(folders) > page.limit {
+		folders = folders[:page.limit]
+		c := cursorFor(folders[len(folders)-1].ID)
+		out.NextCursor = &c
+	}
+	for _, f := range folders {
+		out.Items = append(out.Items, toFolderJSON(f))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) getFolder(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	f, err := store.GetFolder(r.Context(), s.DB, id)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, toFolderJSON(f))
+}
+
+// updateFolder renames (name) and/or moves (parent_id; null moves it to
+// the root) a folder.
+func (s *server) updateFolder(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var in struct {
+		Name     *string         `json:"name"`
+		ParentID json.RawMessage `json:"parent_id"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if in.Name == nil && in.ParentID == nil {
+		s.fail(w, r, badRequest("invalid-field", "send name, parent_id or both"))
+		return
+	}
+	if in.Name != nil {
+		if err := validName(in.Name, 255); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	var out store.Folder
+	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		cur, err := store.GetFolder(r.Context(), tx, id)
+		if err != nil {
+			return events.Envelope{}, err
+		}
+		name, parent := cur.Name, cur.ParentID
+		if in.Name != nil {
+			name = *in.Name
+		}
+		if in.ParentID != nil {
+			parent = nil
+			if string(in.ParentID) != "null" {
+				var p uuid.UUID
+				if err := json.Unmarshal(in.ParentID, &p); err != nil {
+					return events.Envelope{}, badRequest("invalid-field", "parent_id must be a UUID or null")
+				}
+				parent = &p
+			}
+		}
+		if out, err = store.UpdateFolder(r.Context(), tx, id, name, parent); err != nil {
+			return events.Envelope{}, err
+		}
+		return folderEvent(r, events.FolderUpdated, out)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, toFolderJSON(out))
+}
+
+func (s *server) deleteFolder(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
+		f, err := store.DeleteFolder(r.Context(), tx, id)
+		if err != nil {
+			return events.Envelope{}, err
+		}
+		return folderEvent(r, events.FolderDeleted, f)
+	})
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

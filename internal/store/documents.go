@@ -1,0 +1,219 @@
+package store
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/docuvault/docuvault/internal/events"
+)
+
+// Document statuses.
+const (
+	StatusPending  = "pending"
+	StatusReady    = "ready"
+	StatusRejected = "rejected"
+	StatusDeleted  = "deleted"
+)
+
+// Reasons a document is rejected.
+const (
+	ReasonChecksumMismatch = "checksum_mismatch"
+	ReasonSizeMismatch     = "size_mismatch"
+	ReasonObjectMissing    = "object_missing"
+)
+
+var (
+	// ErrUnknownTopic means a topic_id names no topic of the owner.
+	ErrUnknownTopic = errors.New("unknown topic")
+	// ErrUnknownFolder means a folder_id names no folder of the owner.
+	ErrUnknownFolder = errors.New("unknown folder")
+)
+
+// Document is a row of documents.
+type Document struct {
+	ID             uuid.UUID
+	UserID         *uuid.UUID
+	TopicID        *uuid.UUID
+	FolderID       *uuid.UUID
+	Title          string
+	Filename       string
+	ContentType    string
+	SizeBytes      int64
+	SHA256         []byte
+	Status         string
+	RejectReason   *string
+	StorageKey     string
+	DuplicateOf    *uuid.UUID
+	IdempotencyKey *string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	FinalizedAt    *time.Time
+	DeletedAt      *time.Time
+}
+
+// EventData is the document as events carry it.
+func (d Document) EventData() events.Document {
+	return events.Document{
+		ID: d.ID, UserID: d.UserID, TopicID: d.TopicID, FolderID: d.FolderID,
+		Title: d.Title, Filename: d.Filename, ContentType: d.ContentType,
+		SizeBytes: d.SizeBytes, SHA256: hex.EncodeToString(d.SHA256),
+		Status: d.Status, StorageKey: d.StorageKey, RejectReason: d.RejectReason,
+		DuplicateOf: d.DuplicateOf,
+	}
+}
+
+const documentColumns = `id, user_id, topic_id, folder_id, title, filename, content_type, size_bytes, sha256,
+	status, reject_reason, storage_key, duplicate_of, idempotency_key, created_at, updated_at, finalized_at, deleted_at`
+
+func scanDocument(row pgx.Row) (Document, error) {
+	var d Document
+	err := row.Scan(&d.ID, &d.UserID, &d.TopicID, &d.FolderID, &d.Title, &d.Filename, &d.ContentType,
+		&d.SizeBytes, &d.SHA256, &d.Status, &d.RejectReason, &d.StorageKey, &d.DuplicateOf,
+		&d.IdempotencyKey, &d.CreatedAt, &d.UpdatedAt, &d.FinalizedAt, &d.DeletedAt)
+	return d, translate(err)
+}
+
+// InsertDocument inserts d (status pending) in tx. It returns ErrUnknownTopic
+// or ErrUnknownFolder when those references do not exist, and ErrConflict
+// when d's idempotency key was used before.
+func InsertDocument(ctx context.Context, tx pgx.Tx, d Document) (Document, error) {
+	row := tx.QueryRow(ctx, `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
+			size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
+		returning `+documentColumns,
+		d.ID, d.UserID, d.TopicID, d.FolderID, d.Title, d.Filename, d.ContentType,
+		d.SizeBytes, d.SHA256, d.StorageKey, d.DuplicateOf, d.IdempotencyKey)
+	doc, err := scanDocument(row)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" { // foreign_key_violation
+		switch pgErr.ConstraintName {
+		case "documents_topic_id_fkey":
+			return doc, ErrUnknownTopic
+		case "documents_folder_id_fkey":
+			return doc, ErrUnknownFolder
+		}
+	}
+	return doc, err
+}
+
+// GetDocument returns the document with id, or ErrNotFound.
+func GetDocument(ctx context.Context, db DBTX, id uuid.UUID) (Document, error) {
+	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1`, id))
+}
+
+// LockDocument returns the document with id locked for update in tx.
+func LockDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error) {
+	return scanDocument(tx.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1 for update`, id))
+}
+
+// DocumentByIdempotencyKey returns the document an earlier upload of owner
+// with key created, or ErrNotFound.
+func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, key string) (Document, error) {
+	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
+		where user_id is not distinct from $1 and idempotency_key = $2`, owner, key))
+}
+
+// FindDuplicate returns the oldest pending or ready document of owner with
+// the same content, or ErrNotFound.
+func FindDuplicate(ctx context.Context, db DBTX, owner *uuid.UUID, sha256 []byte) (Document, error) {
+	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
+		where user_id is not distinct from $1 and sha256 = $2 and status in ('pending', 'ready')
+		order by id limit 1`, owner, sha256))
+}
+
+// DocumentFilter selects documents for ListDocuments. Nil fields do not
+// filter. After is the keyset cursor: only documents with a smaller id
+// (older) are returned.
+type DocumentFilter struct {
+	Status   string
+	TopicID  *uuid.UUID
+	FolderID *uuid.UUID
+	After    *uuid.UUID
+	Limit    int
+}
+
+// ListDocuments returns documents newest first (ids are UUIDv7), excluding
+// deleted ones unless Status asks for them.
+func ListDocuments(ctx context.Context, db DBTX, f DocumentFilter) ([]Document, error) {
+	rows, err := db.Query(ctx, `select `+documentColumns+` from documents
+		where ($1 = '' and status <> 'deleted' or status = $1)
+		  and ($2::uuid is null or topic_id = $2)
+		  and ($3::uuid is null or folder_id = $3)
+		  and ($4::uuid is null or id < $4)
+		order by id desc limit $5`, f.Status, f.TopicID, f.FolderID, f.After, f.Limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	docs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Document, error) { return scanDocument(row) })
+	return docs, translate(err)
+}
+
+// FinishDocument moves a pending document to ready (at finalKey) or to
+// rejected (with reason) in tx. It returns ErrNotFound when the document is
+// no longer pending (finalised or deleted meanwhile): the caller then writes
+// no event.
+func FinishDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID, status, finalKey string, reason *string) (Document, error) {
+	if status != StatusReady && status != StatusRejected {
+		return Document{}, fmt.Errorf("finish document: bad status %q", status)
+	}
+	return scanDocument(tx.QueryRow(ctx, `update documents
+		set status = $2, storage_key = coalesce(nullif($3, ''), storage_key), reject_reason = $4,
+		    finalized_at = now(), updated_at = now()
+		where id = $1 and status = 'pending'
+		returning `+documentColumns, id, status, finalKey, reason))
+}
+
+// MarkDeleted soft-deletes the document in tx. It returns ErrNotFound when
+// there is no such document or it is already deleted.
+func MarkDeleted(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error) {
+	return scanDocument(tx.QueryRow(ctx, `update documents
+		set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
+		where id = $1 and status <> 'deleted'
+		returning `+documentColumns, id))
+}
+
+// MarkProcessed records that consumer handled eventID, in the transaction
+// of the change it made. It reports false when it was recorded before (a
+// duplicate delivery).
+func MarkProcessed(ctx context.Context, tx pgx.Tx, consumer string, eventID uuid.UUID) (bool, error) {
+	tag, err := tx.Exec(ctx, `insert into processed_events (consumer, event_id) values ($1, $2)
+		on conflict do nothing`, consumer, eventID)
+	if err != nil {
+		return false, translate(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// Processed reports whether consumer already handled eventID.
+func Processed(ctx context.Context, db DBTX, consumer string, eventID uuid.UUID) (bool, error) {
+	var ok bool
+	err := db.QueryRow(ctx, `select exists (select 1 from processed_events where consumer = $1 and event_id = $2)`,
+		consumer, eventID).Scan(&ok)
+	return ok, translate(err)
+}
+
+// PendingDocumentIDs reports which of ids are documents still pending. A
+// staged object of any other id (no row: its transaction never committed;
+// or no longer pending) is an orphan.
+func PendingDocumentIDs(ctx context.Context, db DBTX, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
+	rows, err := db.Query(ctx, `select id from documents where id = any($1) and status = 'pending'`, ids)
+	if err != nil {
+		return nil, translate(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, translate(err)
+	}
+	out := make(map[uuid.UUID]bool, len(found))
+	for _, id := range found {
+		out[id] = true
+	}
+	return out, nil
+}

@@ -1,0 +1,160 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrCycle means a folder would become its own ancestor.
+var ErrCycle = errors.New("folder cycle")
+
+// ErrNotEmpty means a folder still has subfolders.
+var ErrNotEmpty = errors.New("folder not empty")
+
+// Topic is a row of topics.
+type Topic struct {
+	ID        uuid.UUID
+	UserID    *uuid.UUID
+	Name      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+const topicColumns = `id, user_id, name, created_at, updated_at`
+
+func scanTopic(row pgx.Row) (Topic, error) {
+	var t Topic
+	err := row.Scan(&t.ID, &t.UserID, &t.Name, &t.CreatedAt, &t.UpdatedAt)
+	return t, translate(err)
+}
+
+// InsertTopic creates a topic; ErrConflict when the owner has one of that
+// name (case-insensitive).
+func InsertTopic(ctx context.Context, tx pgx.Tx, t Topic) (Topic, error) {
+	return scanTopic(tx.QueryRow(ctx, `insert into topics (id, user_id, name) values ($1, $2, $3) returning `+topicColumns,
+		t.ID, t.UserID, t.Name))
+}
+
+// GetTopic returns the topic with id or ErrNotFound.
+func GetTopic(ctx context.Context, db DBTX, id uuid.UUID) (Topic, error) {
+	return scanTopic(db.QueryRow(ctx, `select `+topicColumns+` from topics where id = $1`, id))
+}
+
+// ListTopics returns topics by id, after the keyset cursor.
+func ListTopics(ctx context.Context, db DBTX, after *uuid.UUID, limit int) ([]Topic, error) {
+	rows, err := db.Query(ctx, `select `+topicColumns+` from topics where ($1::uuid is null or id > $1) order by id limit $2`, after, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Topic, error) { return scanTopic(r) })
+	return out, translate(err)
+}
+
+// RenameTopic renames a topic; ErrNotFound or ErrConflict.
+func RenameTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string) (Topic, error) {
+	return scanTopic(tx.QueryRow(ctx, `update topics set name = $2, updated_at = now() where id = $1 returning `+topicColumns, id, name))
+}
+
+// DeleteTopic deletes a topic (its documents keep existing, without topic).
+func DeleteTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Topic, error) {
+	return scanTopic(tx.QueryRow(ctx, `delete from topics where id = $1 returning `+topicColumns, id))
+}
+
+// Folder is a row of folders.
+type Folder struct {
+	ID        uuid.UUID
+	UserID    *uuid.UUID
+	ParentID  *uuid.UUID
+	Name      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+const folderColumns = `id, user_id, parent_id, name, created_at, updated_at`
+
+func scanFolder(row pgx.Row) (Folder, error) {
+	var f Folder
+	err := row.Scan(&f.ID, &f.UserID, &f.ParentID, &f.Name, &f.CreatedAt, &f.UpdatedAt)
+	return f, translate(err)
+}
+
+// InsertFolder creates a folder. ErrUnknownFolder when the parent does not
+// exist, ErrConflict when a sibling has the name.
+func InsertFolder(ctx context.Context, tx pgx.Tx, f Folder) (Folder, error) {
+	out, err := scanFolder(tx.QueryRow(ctx, `insert into folders (id, user_id, parent_id, name) values ($1, $2, $3, $4)
+		returning `+folderColumns, f.ID, f.UserID, f.ParentID, f.Name))
+	return out, folderError(err)
+}
+
+// isFKViolation reports whether err is a foreign key violation.
+func isFKViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23503"
+}
+
+// folderError maps a missing parent to ErrUnknownFolder.
+func folderError(err error) error {
+	if isFKViolation(err) {
+		return ErrUnknownFolder
+	}
+	return err
+}
+
+// GetFolder returns the folder with id or ErrNotFound.
+func GetFolder(ctx context.Context, db DBTX, id uuid.UUID) (Folder, error) {
+	return scanFolder(db.QueryRow(ctx, `select `+folderColumns+` from folders where id = $1`, id))
+}
+
+// ListFolders returns the children of parent (roots when nil), by id,
+// after the keyset cursor.
+func ListFolders(ctx context.Context, db DBTX, parent *uuid.UUID, after *uuid.UUID, limit int) ([]Folder, error) {
+	rows, err := db.Query(ctx, `select `+folderColumns+` from folders
+		where parent_id is not distinct from $1 and ($2::uuid is null or id > $2) order by id limit $3`, parent, after, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Folder, error) { return scanFolder(r) })
+	return out, translate(err)
+}
+
+// UpdateFolder renames and/or moves a folder. Moving under itself or one of
+// its descendants returns ErrCycle. Concurrent moves are serialised by a
+// transaction-scoped advisory lock so two moves cannot create a cycle
+// together.
+func UpdateFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string, parent *uuid.UUID) (Folder, error) {
+	if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtext('docuvault.folders.move'))`); err != nil {
+		return Folder{}, translate(err)
+	}
+	if parent != nil {
+		var cycle bool
+		err := tx.QueryRow(ctx, `with recursive up(id, parent_id) as (
+				select id, parent_id from folders where id = $1
+				union all
+				select f.id, f.parent_id from folders f join up on f.id = up.parent_id
+			) select exists (select 1 from up where id = $2)`, *parent, id).Scan(&cycle)
+		if err != nil {
+			return Folder{}, translate(err)
+		}
+		if cycle {
+			return Folder{}, ErrCycle
+		}
+	}
+	out, err := scanFolder(tx.QueryRow(ctx, `update folders set name = $2, parent_id = $3, updated_at = now()
+		where id = $1 returning `+folderColumns, id, name, parent))
+	return out, folderError(err)
+}
+
+// DeleteFolder deletes an empty folder (documents in it keep existing,
+// without folder); ErrNotEmpty when it has subfolders.
+func DeleteFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Folder, error) {
+	out, err := scanFolder(tx.QueryRow(ctx, `delete from folders where id = $1 returning `+folderColumns, id))
+	if isFKViolation(err) {
+		return out, ErrNotEmpty
+	}
+	return out, err
+}

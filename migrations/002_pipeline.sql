@@ -1,0 +1,23 @@
+-- Upload pipeline: idempotent uploads and outbox wake-ups.
+
+-- Idempotency-Key of the upload that created the document: a retried
+-- request with the same key (per owner) returns the first document.
+alter table documents
+    add column idempotency_key text check (char_length(idempotency_key) between 1 and 255);
+create unique index documents_idempotency_key on documents
+    (coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), idempotency_key)
+    where idempotency_key is not null;
+
+-- Wake the relay when outbox rows commit (NOTIFY is delivered at commit). One
+-- notification per statement; the relay reads every unpublished row anyway.
+create function outbox_notify() returns trigger language plpgsql as $$
+begin
+    perform pg_notify('docuvault_outbox', '');
+    return null;
+end
+$$;
+create trigger outbox_notify after insert on outbox
+    for each statement execute function outbox_notify();
+
+-- Stuck pending documents are found by age.
+create index documents_pending_idx on documents (created_at) where status = 'pending';
