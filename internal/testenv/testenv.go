@@ -354,3 +354,14 @@ func (db DB) String() string { return fmt.Sprintf("database %s", db.Name) }
 func S3Settings() config.S3 {
 	return config.S3{Endpoint: config.Endpoint{HostPort: "127.0.0.1:1"}, AccessKey: "user", SecretKey: "password", Bucket: "docuvault"}
 }
+
+// AdminDSN is the superuser DSN of db's database, for assertions that read
+// what the runtime role may not (or should not need to).
+func (db DB) AdminDSN() string {
+	u, err := url.Parse(db.AdminURL)
+	if err != nil {
+		panic(err)
+	}
+	u.Path = "/" + db.Name
+	return u.String()
+}
