@@ -23,9 +23,10 @@ import (
 const DeadLetterStream = "docuvault.dead_letter"
 
 // consumerName is this process's name in the consumer groups. It is stable
-// across restarts (host name and metrics port), so a restarted consumer
-// finds its own pending entries instead of leaving them to be claimed after
-// the idle timeout, and dead names do not pile up in the group.
+// across restarts (host name and metrics port) rather than random per
+// start, so dead names do not pile up in the group and an operator sees
+// which host holds which pending entries. Entries a killed process left
+// pending are claimed by any live consumer once idle for MaxIdleTime.
 func consumerName(metricsAddr string) string {
 	host, _ := os.Hostname()
 	if _, port, err := net.SplitHostPort(metricsAddr); err == nil && port != "0" {
@@ -71,7 +72,7 @@ func newRouter(log *slog.Logger, rdb redis.UniversalClient, name string, fin *fi
 		Consumer:      name,
 		// A message idle this long in another consumer's pending list is
 		// taken over: that consumer died mid-handling.
-		MaxIdleTime:                   30 * time.Second,
+		MaxIdleTime:                   15 * time.Second,
 		ClaimInterval:                 5 * time.Second,
 		NackResendSleep:               500 * time.Millisecond,
 		DisableIndefiniteInitialBlock: true,

@@ -590,7 +590,7 @@ func (s *server) getContent(w http.ResponseWriter, r *http.Request) {
 	if doc.Status != store.StatusReady {
 		s.fail(w, r, &apiError{status: http.StatusConflict, typ: "not-ready", title: "Document not ready",
 			detail: "the document is " + doc.Status + "; its content is available once it is ready",
-			extra: map[string]any{"document_status": doc.Status}})
+			extra:  map[string]any{"document_status": doc.Status}})
 		return
 	}
 	obj, _, err := s.Blobs.Open(r.Context(), doc.StorageKey)

@@ -1,0 +1,303 @@
+package finalize_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/finalize"
+	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/testenv"
+)
+
+type fixture struct {
+	db    *pgxpool.Pool
+	admin *pgxpool.Pool
+	blobs *blob.Store
+	fin   *finalize.Finalizer
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	db := testenv.NewDB(t)
+	blobs, err := blob.New(testenv.S3(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := testenv.Pool(t, db.AppURL)
+	return &fixture{db: pool, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, fin: finalize.New(testenv.Logger(t), pool, blobs)}
+}
+
+// upload does what the API does: stage the bytes, then commit the pending
+// row with its event. claimed is the checksum the row records.
+func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document, events.Envelope) {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.Must(uuid.NewV7())
+	if _, err := f.blobs.Put(ctx, blob.StagingKey(id), bytes.NewReader(content), 1<<30, "application/pdf"); err != nil {
+		t.Fatal(err)
+	}
+	var doc store.Document
+	var ev events.Envelope
+	err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
+		var err error
+		doc, err = store.InsertDocument(ctx, tx, store.Document{
+			ID: id, Filename: "a.pdf", ContentType: "application/pdf",
+			SizeBytes: int64(len(content)), SHA256: claimed, StorageKey: blob.StagingKey(id),
+		})
+		if err != nil {
+			return err
+		}
+		ev, err = events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData())
+		if err != nil {
+			return err
+		}
+		return store.Record(ctx, tx, ev, store.Origin{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc, ev
+}
+
+func randomContent(t *testing.T, n int) ([]byte, []byte) {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	sum := sha256.Sum256(b)
+	return b, sum[:]
+}
+
+func (f *fixture) status(t *testing.T, id uuid.UUID) (string, *string) {
+	t.Helper()
+	doc, err := store.GetDocument(context.Background(), f.db, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc.Status, doc.RejectReason
+}
+
+func (f *fixture) exists(t *testing.T, key string) bool {
+	t.Helper()
+	_, err := f.blobs.Stat(context.Background(), key)
+	return err == nil
+}
+
+func (f *fixture) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := f.admin.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestFinalizeMarksReadyUnderFinalKey(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	content, sum := randomContent(t, 100<<10)
+	doc, ev := f.upload(t, content, sum)
+	if err := f.fin.Finalize(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.status(t, doc.ID); st != store.StatusReady {
+		t.Fatalf("status %s; want ready", st)
+	}
+	final := "users/_unowned/documents/" + doc.ID.String()
+	if !f.exists(t, final) || f.exists(t, blob.StagingKey(doc.ID)) {
+		t.Errorf("final exists=%v staging exists=%v", f.exists(t, final), f.exists(t, blob.StagingKey(doc.ID)))
+	}
+	if n := f.count(t, `select count(*) from outbox where event_type = 'document.finalized'
+		and payload->>'causation_id' = $1 and payload->>'correlation_id' = $2`, ev.ID.String(), ev.CorrelationID.String()); n != 1 {
+		t.Errorf("%d finalized events caused by the upload; want 1", n)
+	}
+}
+
+// The same event delivered ten times at once has the effect of one.
+func TestSameEventDeliveredConcurrently(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	content, sum := randomContent(t, 2<<20)
+	doc, ev := f.upload(t, content, sum)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- f.fin.Finalize(context.Background(), ev)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	// A loser may fail (its source vanished under it); redelivery then
+	// finds the work done.
+	for err := range errs {
+		if err != nil {
+			if err := f.fin.Finalize(context.Background(), ev); err != nil {
+				t.Fatalf("redelivery after a concurrent failure: %v", err)
+			}
+		}
+	}
+	if st, _ := f.status(t, doc.ID); st != store.StatusReady {
+		t.Fatalf("status %s; want ready", st)
+	}
+	for _, q := range []string{
+		`select count(*) from outbox where event_type = 'document.finalized' and aggregate_id = $1`,
+		`select count(*) from audit_log where action = 'document.finalized' and aggregate_id = $1`,
+	} {
+		if n := f.count(t, q, doc.ID); n != 1 {
+			t.Errorf("%s: %d; want 1", q, n)
+		}
+	}
+}
+
+// A consumer killed after moving the object but before committing leaves
+// the work half done; the redelivered event completes it.
+func TestCrashBetweenObjectMoveAndCommit(t *testing.T) {
+	t.Parallel()
+	for _, removedStaging := range []bool{false, true} {
+		f := setup(t)
+		content, sum := randomContent(t, 50<<10)
+		doc, ev := f.upload(t, content, sum)
+		ctx := context.Background()
+		final := blob.FinalKey(nil, doc.ID)
+		if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), final); err != nil {
+			t.Fatal(err)
+		}
+		if removedStaging {
+			if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.fin.Finalize(ctx, ev); err != nil {
+			t.Fatalf("redelivery (staging removed: %v): %v", removedStaging, err)
+		}
+		if st, _ := f.status(t, doc.ID); st != store.StatusReady {
+			t.Errorf("staging removed %v: status %s; want ready", removedStaging, st)
+		}
+		if !f.exists(t, final) || f.exists(t, blob.StagingKey(doc.ID)) {
+			t.Errorf("staging removed %v: final %v staging %v", removedStaging, f.exists(t, final), f.exists(t, blob.StagingKey(doc.ID)))
+		}
+	}
+}
+
+func TestRejections(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+
+	t.Run("checksum mismatch", func(t *testing.T) {
+		f := setup(t)
+		content, _ := randomContent(t, 10<<10)
+		_, wrong := randomContent(t, 1)
+		doc, ev := f.upload(t, content, wrong)
+		if err := f.fin.Finalize(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		st, reason := f.status(t, doc.ID)
+		if st != store.StatusRejected || reason == nil || *reason != store.ReasonChecksumMismatch {
+			t.Errorf("status %s reason %v; want rejected checksum_mismatch", st, reason)
+		}
+		if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(nil, doc.ID)) {
+			t.Error("a rejected upload's bytes remain")
+		}
+		if n := f.count(t, `select count(*) from outbox where event_type = 'document.rejected' and aggregate_id = $1`, doc.ID); n != 1 {
+			t.Errorf("%d rejected events; want 1", n)
+		}
+	})
+
+	t.Run("object missing", func(t *testing.T) {
+		f := setup(t)
+		content, sum := randomContent(t, 10<<10)
+		doc, ev := f.upload(t, content, sum)
+		if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.fin.Finalize(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		if st, reason := f.status(t, doc.ID); st != store.StatusRejected || *reason != store.ReasonObjectMissing {
+			t.Errorf("status %s reason %v; want rejected object_missing", st, reason)
+		}
+	})
+}
+
+// A document deleted while pending is never finalised, and its bytes go.
+func TestDeletedWhilePending(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	content, sum := randomContent(t, 10<<10)
+	doc, ev := f.upload(t, content, sum)
+	if err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
+		_, err := store.MarkDeleted(ctx, tx, doc.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.fin.Finalize(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := f.status(t, doc.ID); st != store.StatusDeleted {
+		t.Errorf("status %s; want deleted", st)
+	}
+	if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(nil, doc.ID)) {
+		t.Error("a deleted document's bytes remain")
+	}
+	if n := f.count(t, `select count(*) from outbox where event_type = 'document.finalized'`); n != 0 {
+		t.Errorf("%d finalized events for a deleted document", n)
+	}
+}
+
+func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+
+	// An orphan: staged bytes whose transaction never committed.
+	orphan := uuid.Must(uuid.NewV7())
+	if _, err := f.blobs.Put(ctx, blob.StagingKey(orphan), bytes.NewReader([]byte("lost")), 100, ""); err != nil {
+		t.Fatal(err)
+	}
+	// A pending upload whose event was published but never handled (the
+	// stream entry was lost).
+	content, sum := randomContent(t, 1<<10)
+	doc, _ := f.upload(t, content, sum)
+	if _, err := f.admin.Exec(ctx, `update outbox set published_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.Exec(ctx, `update documents set created_at = now() - interval '1 hour'`); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := finalize.SweepConfig{StagingGrace: time.Millisecond, RepublishAfter: time.Minute}
+	deadline := time.Now().Add(10 * time.Second)
+	var res finalize.SweepResult
+	for f.exists(t, blob.StagingKey(orphan)) {
+		if time.Now().After(deadline) {
+			t.Fatal("orphan not removed within 10 s")
+		}
+		r, err := f.fin.SweepOnce(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Republished += r.Republished
+		time.Sleep(100 * time.Millisecond) // object times have one-second resolution
+	}
+	if !f.exists(t, blob.StagingKey(doc.ID)) {
+		t.Error("the sweep removed the staged bytes of a pending document")
+	}
+	if res.Republished != 1 || f.count(t, `select count(*) from outbox where published_at is null`) != 1 {
+		t.Errorf("republished %d; want the stuck upload's event re-queued once", res.Republished)
+	}
+}
