@@ -107,8 +107,13 @@ func startStack(t *testing.T) *stack {
 
 func (st *stack) waitStatus(t *testing.T, id, want string) document {
 	t.Helper()
+	return st.waitStatusWithin(t, id, want, 30*time.Second)
+}
+
+func (st *stack) waitStatusWithin(t *testing.T, id, want string, timeout time.Duration) document {
+	t.Helper()
 	var doc document
-	eventually(t, 30*time.Second, "document "+id+" to be "+want, func() bool {
+	eventually(t, timeout, "document "+id+" to be "+want, func() bool {
 		getJSON(t, st.base+"/api/v1/documents/"+id, &doc)
 		return doc.Status == want
 	})
