@@ -2,7 +2,7 @@
 GO ?= go
 BINARIES := api relay consumer
 
-.PHONY: run test build bench fmt vet tidy clean minio
+.PHONY: run test build bench fmt vet clean minio
 
 ## run: set everything up (MinIO, roles, schema, bucket) and run api, relay and consumer
 run: build
@@ -11,6 +11,10 @@ run: build
 ## test: the whole suite (-race) against real PostgreSQL, Redis and MinIO
 test:
 	scripts/test.sh
+
+## bench: upload throughput vs a raw baseline, upload->ready latency, API peak RSS (a few minutes)
+bench:
+	scripts/with-services.sh $(GO) test -run '^$$' -bench Pipeline -benchtime 1x -timeout 20m ./e2e/
 
 ## build: bin/api, bin/relay and bin/consumer
 build:

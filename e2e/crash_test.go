@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/docuvault/docuvault/internal/testenv"
 )
 
 // Uploads acknowledged while the relay and the consumer are SIGKILLed and
@@ -68,6 +70,45 @@ func TestKilledRelayAndConsumerLoseNothing(t *testing.T) {
 	if finalized != uploads || docs != uploads {
 		t.Errorf("%d finalized events for %d documents; want exactly one each for %d", finalized, docs, uploads)
 	}
+	st.api.stop()
+	st.relay.stop()
+	st.consumer.stop()
+}
+
+// Redis restarted empty loses the consumer group: the consumer must not
+// spin on NOGROUP forever but exit non-zero, so that its supervisor
+// restarts it; the restarted consumer finalises new uploads again.
+func TestConsumerExitsWhenRedisLosesItsGroup(t *testing.T) {
+	t.Parallel()
+	st := startStack(t)
+	rdb := testenv.RedisClient(t, st.env["REDIS_URL"])
+	resp, body := upload(t, st.base, "a.pdf", []byte("%PDF-1.4 before"), nil, nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	var doc document
+	_ = json.Unmarshal(body, &doc)
+	st.waitStatus(t, doc.ID, "ready")
+
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil { // what a restart without persistence does
+		t.Fatal(err)
+	}
+	select {
+	case <-st.consumer.done:
+		if st.consumer.err == nil {
+			t.Fatal("consumer exited 0 after losing its group; want a non-zero exit")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("consumer still running 30 s after its consumer group vanished")
+	}
+	st.consumer = start(t, "consumer", st.env)
+	st.consumer.addr("metrics")
+	resp, body = upload(t, st.base, "b.pdf", []byte("%PDF-1.4 after"), nil, nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", resp.StatusCode, body)
+	}
+	_ = json.Unmarshal(body, &doc)
+	st.waitStatus(t, doc.ID, "ready")
 	st.api.stop()
 	st.relay.stop()
 	st.consumer.stop()

@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 
 // proc is one running binary.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	mu   sync.Mutex
@@ -52,7 +52,7 @@ type proc struct {
 
 // start runs binary name with env (and nothing else from the test's
 // environment but PATH and HOME).
-func start(t *testing.T, name string, env testenv.Env, args ...string) *proc {
+func start(t testing.TB, name string, env testenv.Env, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
@@ -142,7 +142,7 @@ func (p *proc) kill() {
 }
 
 // eventually polls cond every 50 ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -34,7 +34,7 @@ type document struct {
 }
 
 // upload posts content as the file part, with extra text fields.
-func upload(t *testing.T, base, filename string, content []byte, fields map[string]string, header http.Header) (*http.Response, []byte) {
+func upload(t testing.TB, base, filename string, content []byte, fields map[string]string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -61,7 +61,7 @@ func upload(t *testing.T, base, filename string, content []byte, fields map[stri
 	return resp, b
 }
 
-func getJSON(t *testing.T, url string, v any) int {
+func getJSON(t testing.TB, url string, v any) int {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -86,7 +86,7 @@ type stack struct {
 	consumer *proc
 }
 
-func startStack(t *testing.T) *stack {
+func startStack(t testing.TB) *stack {
 	t.Helper()
 	db := testenv.NewDB(t)
 	s3 := testenv.S3(t)
@@ -105,12 +105,12 @@ func startStack(t *testing.T) *stack {
 	return st
 }
 
-func (st *stack) waitStatus(t *testing.T, id, want string) document {
+func (st *stack) waitStatus(t testing.TB, id, want string) document {
 	t.Helper()
 	return st.waitStatusWithin(t, id, want, 30*time.Second)
 }
 
-func (st *stack) waitStatusWithin(t *testing.T, id, want string, timeout time.Duration) document {
+func (st *stack) waitStatusWithin(t testing.TB, id, want string, timeout time.Duration) document {
 	t.Helper()
 	var doc document
 	eventually(t, timeout, "document "+id+" to be "+want, func() bool {
@@ -120,7 +120,7 @@ func (st *stack) waitStatusWithin(t *testing.T, id, want string, timeout time.Du
 	return doc
 }
 
-func (st *stack) objectExists(t *testing.T, key string) bool {
+func (st *stack) objectExists(t testing.TB, key string) bool {
 	t.Helper()
 	_, err := st.s3.StatObject(context.Background(), st.bucket, key, minio.StatObjectOptions{})
 	if err == nil {

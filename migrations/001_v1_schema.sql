@@ -130,7 +130,7 @@ create index documents_topic_idx on documents (topic_id, id) where topic_id is n
 create index documents_folder_idx on documents (folder_id, id) where folder_id is not null;
 create index documents_status_idx on documents (status, id);
 -- Duplicate detection by content.
-create index documents_owner_sha256_idx on documents (user_id, sha256) where status in ('pending', 'ready');
+create index documents_owner_sha256_idx on documents (user_id, sha256, id) where status in ('pending', 'ready');
 
 create table shares (
     id               uuid primary key,

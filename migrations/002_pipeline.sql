@@ -19,5 +19,10 @@ $$;
 create trigger outbox_notify after insert on outbox
     for each statement execute function outbox_notify();
 
+-- When a deleted document's objects were removed. The consumer does it on
+-- document.deleted; a sweep catches the deletions whose event was lost.
+alter table documents add column purged_at timestamptz;
+create index documents_unpurged_idx on documents (deleted_at) where status = 'deleted' and purged_at is null;
+
 -- Stuck pending documents are found by age.
 create index documents_pending_idx on documents (created_at) where status = 'pending';

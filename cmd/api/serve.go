@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -27,6 +28,10 @@ type Config struct {
 	DuplicatePolicy string          // DUPLICATE_POLICY: allow or reject
 }
 
+// DefaultPoolSize is the API's PostgreSQL pool size unless DATABASE_URL
+// sets pool_max_conns.
+const DefaultPoolSize = 20
+
 // DefaultUploadMaxBytes is UPLOAD_MAX_BYTES unless set: 100 MiB.
 const DefaultUploadMaxBytes = 100 << 20
 
@@ -41,6 +46,11 @@ func loadServeConfig(src *config.Source) (Config, error) {
 	}
 	if cfg.S3, err = config.ObjectStorage(src); err != nil {
 		return cfg, err
+	}
+	if !strings.Contains(src.Get("DATABASE_URL"), "pool_max_conns") {
+		// Uploads hold a connection only for their final transaction, but
+		// pgx's default (4 on this machine size) queues concurrent ones.
+		cfg.Database.MaxConns = DefaultPoolSize
 	}
 	cfg.HTTPAddr = cmp.Or(src.Get("HTTP_ADDR"), "127.0.0.1:8080")
 	cfg.UploadMaxBytes = DefaultUploadMaxBytes

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -17,6 +18,10 @@ import (
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/finalize"
 )
+
+// finalizeWorkers is how many documents one consumer process finalises
+// concurrently.
+const finalizeWorkers = 4
 
 // DeadLetterStream receives messages that failed every retry, or can never
 // be handled, with the failure in their metadata.
@@ -36,20 +41,22 @@ func consumerName(metricsAddr string) string {
 }
 
 // newRouter wires the consumer's handlers: one consumer group per concern,
-// each with retries, panic recovery and a dead-letter path.
-func newRouter(log *slog.Logger, rdb redis.UniversalClient, name string, fin *finalize.Finalizer) (*message.Router, error) {
+// each with retries, panic recovery and a dead-letter path. Each subscriber
+// and the dead-letter publisher get their own Redis client: closing a
+// Watermill redisstream subscriber closes its client.
+func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *finalize.Finalizer) (*message.Router, []*message.Handler, error) {
 	wlog := watermill.NewSlogLogger(log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: rdb}, wlog)
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: redis.NewClient(redisOpts)}, wlog)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	poison, err := middleware.PoisonQueue(pub, DeadLetterStream)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	router.AddMiddleware(
 		poison,
@@ -66,20 +73,34 @@ func newRouter(log *slog.Logger, rdb redis.UniversalClient, name string, fin *fi
 		middleware.Recoverer,
 	)
 
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        rdb,
-		ConsumerGroup: finalize.ConsumerName,
-		Consumer:      name,
-		// A message idle this long in another consumer's pending list is
-		// taken over: that consumer died mid-handling.
-		MaxIdleTime:                   15 * time.Second,
-		ClaimInterval:                 5 * time.Second,
-		NackResendSleep:               500 * time.Millisecond,
-		DisableIndefiniteInitialBlock: true,
-	}, wlog)
-	if err != nil {
-		return nil, err
+	// Each worker is one subscriber in the group, so up to finalizeWorkers
+	// documents are finalised at once (a Watermill subscription handles one
+	// message at a time).
+	var handlers []*message.Handler
+	for w := range finalizeWorkers {
+		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
+			Client:        redis.NewClient(redisOpts),
+			ConsumerGroup: finalize.ConsumerName,
+			Consumer:      fmt.Sprintf("%s-%d", name, w),
+			// A message idle this long in another consumer's pending list is
+			// taken over: that consumer died mid-handling. Well above the
+			// retries' total backoff and the time to verify a large file.
+			MaxIdleTime:                   60 * time.Second,
+			ClaimInterval:                 5 * time.Second,
+			NackResendSleep:               500 * time.Millisecond,
+			DisableIndefiniteInitialBlock: true,
+			// The group is created when subscribing; after Redis lost it
+			// (restarted empty) every read fails with NOGROUP and the
+			// subscriber would retry forever. Stop instead: run exits
+			// non-zero and the restarted process re-creates the group.
+			ShouldStopOnReadErrors: func(err error) bool {
+				return strings.HasPrefix(err.Error(), "NOGROUP")
+			},
+		}, wlog)
+		if err != nil {
+			return nil, nil, err
+		}
+		handlers = append(handlers, router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, fin.Handle))
 	}
-	router.AddConsumerHandler("finalize", events.StreamDocuments, sub, fin.Handle)
-	return router, nil
+	return router, handlers, nil
 }

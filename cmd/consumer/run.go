@@ -95,6 +95,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	// A wrong bucket would make every upload look lost: refuse to start.
+	if err := blobs.Ping(ctx); err != nil {
+		return fmt.Errorf("MINIO_BUCKET: %s", config.Redact(err.Error(), cfg.S3.SecretKey))
+	}
 
 	reg := metrics.NewRegistry()
 	ops := health.Handler(log, metrics.Handler(reg),
@@ -111,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}()
 
 	fin := finalize.New(log, pool, blobs)
-	router, err := newRouter(log, rdb, consumerName(cfg.MetricsAddr), fin)
+	router, handlers, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
 	if err != nil {
 		cancel()
 		return errors.Join(err, <-serverErr)
@@ -121,10 +125,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		defer close(sweepDone)
 		fin.Sweep(ctx, finalize.SweepConfig{})
 	}()
-	err = router.Run(ctx)
+	routerErr := make(chan error, 1)
+	go func() { routerErr <- router.Run(ctx) }()
+
+	// A subscription that ends while the process runs (Redis lost the
+	// consumer group) stops the process with an error, so that its
+	// supervisor restarts it and the new subscription re-creates the group.
+	stopped := make(chan string, len(handlers))
+	for i, h := range handlers {
+		go func() {
+			select {
+			case <-h.Stopped():
+				stopped <- fmt.Sprintf("finalize-%d", i)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	var runErr error
+	routerDone := false
+	select {
+	case <-ctx.Done():
+	case name := <-stopped:
+		runErr = fmt.Errorf("handler %s stopped: its Redis subscription ended; exiting so that a restart subscribes again", name)
+	case err := <-routerErr:
+		routerDone = true
+		runErr = fmt.Errorf("router stopped (%v): every Redis subscription ended; exiting so that a restart subscribes again", err)
+	}
+	if ctx.Err() != nil {
+		runErr = nil // a shutdown, not a failure
+	}
 	cancel()
 	<-sweepDone
-	err = errors.Join(err, <-serverErr)
+	if !routerDone {
+		runErr = errors.Join(runErr, <-routerErr)
+	}
+	err = errors.Join(runErr, <-serverErr)
 	log.Info("stopped")
 	return err
 }

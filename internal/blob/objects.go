@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"net/http"
 	"sync"
 
 	"github.com/google/uuid"
@@ -31,7 +30,32 @@ var (
 	ErrTooLarge = errors.New("object too large")
 )
 
-var partBuffers = sync.Pool{New: func() any { b := make([]byte, PartSize); return &b }}
+// smallSize is the buffer a stream is first read into: most documents fit,
+// and then no part-sized buffer is touched at all.
+const smallSize = 256 << 10
+
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallSize); return &b }}
+
+// partBuffers keeps part-sized buffers for reuse. A free list rather than a
+// sync.Pool: a pool is emptied by garbage collection, and re-allocating
+// (and zeroing) 5 MiB per upload would dominate the cost of small ones.
+var partBuffers = make(chan []byte, 32)
+
+func getPartBuffer() []byte {
+	select {
+	case b := <-partBuffers:
+		return b
+	default:
+		return make([]byte, PartSize)
+	}
+}
+
+func putPartBuffer(b []byte) {
+	select {
+	case partBuffers <- b:
+	default: // enough kept; let the garbage collector have it
+	}
+}
 
 // StagingKey is where an upload waits while its document is pending.
 func StagingKey(documentID uuid.UUID) string { return "staging/" + documentID.String() }
@@ -62,32 +86,40 @@ type PutResult struct {
 // aborted). On other errors nothing is left either, as far as the server
 // can be reached.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64, contentType string) (PutResult, error) {
-	bufp := partBuffers.Get().(*[]byte)
-	defer partBuffers.Put(bufp)
-	buf := *bufp
-
 	sum := sha256.New()
 	src := &limitedHashReader{r: r, h: sum, left: maxBytes}
 	var res PutResult
 
-	n, err := io.ReadFull(src, buf)
+	smallp := smallBuffers.Get().(*[]byte)
+	defer smallBuffers.Put(smallp)
+	small := *smallp
+	n, err := io.ReadFull(src, small)
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return res, err
 	case err == io.EOF || err == io.ErrUnexpectedEOF:
-		// The whole stream fits in one part: a single PUT of known size.
-		res.Head = bytes.Clone(buf[:min(n, 512)])
-		_, err = s.client.PutObject(ctx, s.bucket, key, bytes.NewReader(buf[:n]), int64(n),
-			minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
-		if err != nil {
-			return res, fmt.Errorf("put %s: %w", key, err)
-		}
-		res.Size, res.SHA256 = int64(n), sum.Sum(nil)
-		return res, nil
+		// The whole stream fits: a single PUT of known size.
+		res.Head = bytes.Clone(small[:min(n, 512)])
+		return res, s.putWhole(ctx, key, small[:n], contentType, sum, &res)
 	case err != nil:
 		return res, err
 	}
-	res.Head = bytes.Clone(buf[:512])
+	res.Head = bytes.Clone(small[:512])
+
+	// Larger: continue into a part-sized buffer.
+	buf := getPartBuffer()
+	defer putPartBuffer(buf)
+	copy(buf, small[:n])
+	m, err := io.ReadFull(src, buf[n:])
+	n += m
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return res, err
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		return res, s.putWhole(ctx, key, buf[:n], contentType, sum, &res)
+	case err != nil:
+		return res, err
+	}
 
 	core := minio.Core{Client: s.client}
 	uploadID, err := core.NewMultipartUpload(ctx, s.bucket, key, minio.PutObjectOptions{ContentType: contentType})
@@ -123,6 +155,17 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 	}
 	res.Size, res.SHA256 = total, sum.Sum(nil)
 	return res, nil
+}
+
+// putWhole stores data, the whole stream, with one PUT and completes res.
+func (s *Store) putWhole(ctx context.Context, key string, data []byte, contentType string, sum hash.Hash, res *PutResult) error {
+	_, err := s.client.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectOptions{ContentType: contentType, DisableMultipart: true})
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	res.Size, res.SHA256 = int64(len(data)), sum.Sum(nil)
+	return nil
 }
 
 // limitedHashReader hashes what it reads and fails with ErrTooLarge past
@@ -218,8 +261,9 @@ func notFound(err error) error {
 	if err == nil {
 		return nil
 	}
-	resp := minio.ToErrorResponse(err)
-	if resp.StatusCode == http.StatusNotFound || resp.Code == "NoSuchKey" {
+	// Only a missing key: a missing bucket (NoSuchBucket, also a 404) is a
+	// configuration error, and must not make documents look lost.
+	if resp := minio.ToErrorResponse(err); resp.Code == "NoSuchKey" {
 		return fmt.Errorf("%w: %s", ErrNotFound, resp.Key)
 	}
 	return err

@@ -58,6 +58,10 @@ func PlanFrom(app, migrate *pgx.ConnConfig) (Plan, error) {
 		return p, errors.New("DATABASE_URL: has no password; init-db sets the role's password from it")
 	case migrate.Password == "":
 		return p, errors.New("DATABASE_MIGRATE_URL: has no password; init-db sets the role's password from it")
+	case !isASCII(app.Password):
+		return p, errors.New("DATABASE_URL: the password must be ASCII (init-db sends it as a SCRAM verifier; use e.g. openssl rand -hex 24)")
+	case !isASCII(migrate.Password):
+		return p, errors.New("DATABASE_MIGRATE_URL: the password must be ASCII (init-db sends it as a SCRAM verifier; use e.g. openssl rand -hex 24)")
 	}
 	return p, nil
 }
@@ -163,14 +167,11 @@ func ensureRole(ctx context.Context, admin *pgx.Conn, r Role, record func(string
 	return nil
 }
 
-// passwordClause is the SQL literal for a role's password: a SCRAM verifier
-// computed here for ASCII passwords, so the password never appears in a
-// statement; the quoted password otherwise (the server then applies
-// SASLprep itself).
+// passwordClause is the SQL literal for a role's password: its SCRAM
+// verifier, computed here, so the password never appears in a statement
+// (PlanFrom accepts ASCII passwords only, for which PostgreSQL's SASLprep
+// changes nothing).
 func passwordClause(password string) (string, error) {
-	if !isASCII(password) {
-		return quoteLiteral(password), nil
-	}
 	v, err := scramVerifier(password, nil, scramIterations)
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)

@@ -87,6 +87,7 @@ func TestPlanFromRejectsMismatchedSettings(t *testing.T) {
 		{"same user", "postgres://a:p@h/db", "postgres://a:p@h/db", "DATABASE_MIGRATE_URL"},
 		{"no app password", "postgres://a@h/db", "postgres://m:p@h/db", "DATABASE_URL"},
 		{"no migrate password", "postgres://a:p@h/db", "postgres://m@h/db", "DATABASE_MIGRATE_URL"},
+		{"non-ASCII password", "postgres://a:p%C3%A4ss@h/db", "postgres://m:p@h/db", "DATABASE_URL"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -84,7 +85,7 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 	switch doc.Status {
 	case store.StatusPending:
 	case store.StatusDeleted:
-		return f.removeObjects(ctx, staging, final)
+		return f.purge(ctx, doc.ID, doc.UserID)
 	default:
 		return nil // already finalised (another delivery won)
 	}
@@ -185,7 +186,7 @@ func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Do
 	if stale {
 		cur, err := store.GetDocument(ctx, f.db, doc.ID)
 		if err == nil && cur.Status == store.StatusDeleted {
-			return f.removeObjects(ctx, blob.StagingKey(doc.ID), final)
+			return f.purge(ctx, doc.ID, doc.UserID)
 		}
 		return err
 	}
@@ -203,14 +204,16 @@ func (f *Finalizer) Purge(ctx context.Context, ev events.Envelope) error {
 	if err := json.Unmarshal(ev.Data, &data); err != nil {
 		return fmt.Errorf("%w: event %s data: %v", ErrMalformed, ev.ID, err)
 	}
-	return f.removeObjects(ctx, blob.StagingKey(ev.AggregateID), blob.FinalKey(data.UserID, ev.AggregateID))
+	return f.purge(ctx, ev.AggregateID, data.UserID)
 }
 
-func (f *Finalizer) removeObjects(ctx context.Context, keys ...string) error {
-	for _, k := range keys {
+// purge removes both possible objects of a deleted document and records
+// that they are gone.
+func (f *Finalizer) purge(ctx context.Context, id uuid.UUID, owner *uuid.UUID) error {
+	for _, k := range []string{blob.StagingKey(id), blob.FinalKey(owner, id)} {
 		if err := f.blobs.Remove(ctx, k); err != nil {
 			return fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
-	return nil
+	return store.MarkPurged(ctx, f.db, id)
 }

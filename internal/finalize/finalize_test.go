@@ -301,3 +301,35 @@ func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
 		t.Errorf("republished %d; want the stuck upload's event re-queued once", res.Republished)
 	}
 }
+
+// A deletion whose event was lost (dead-lettered, Redis restarted empty)
+// still has its bytes removed by the sweep.
+func TestSweepPurgesDeletionsWhoseEventWasLost(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	content, sum := randomContent(t, 1<<10)
+	doc, ev := f.upload(t, content, sum)
+	if err := f.fin.Finalize(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
+		_, err := store.MarkDeleted(ctx, tx, doc.ID)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.Exec(ctx, `update documents set deleted_at = now() - interval '1 hour' where id = $1`, doc.ID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.fin.SweepOnce(ctx, finalize.SweepConfig{RepublishAfter: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Purged != 1 || f.exists(t, blob.FinalKey(nil, doc.ID)) {
+		t.Errorf("purged %d, object still there: %v", res.Purged, f.exists(t, blob.FinalKey(nil, doc.ID)))
+	}
+	if res, _ := f.fin.SweepOnce(ctx, finalize.SweepConfig{RepublishAfter: time.Minute}); res.Purged != 0 {
+		t.Errorf("a second sweep purged %d again", res.Purged)
+	}
+}

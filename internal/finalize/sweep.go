@@ -36,6 +36,7 @@ func (c SweepConfig) withDefaults() SweepConfig {
 type SweepResult struct {
 	OrphansRemoved int
 	Republished    int64
+	Purged         int
 }
 
 // Sweep runs until ctx is done, repairing every Interval.
@@ -47,8 +48,8 @@ func (f *Finalizer) Sweep(ctx context.Context, cfg SweepConfig) {
 		res, err := f.SweepOnce(ctx, cfg)
 		if err != nil && ctx.Err() == nil {
 			f.log.Warn("sweep", "err", err)
-		} else if res.OrphansRemoved > 0 || res.Republished > 0 {
-			f.log.Info("sweep repaired", "orphans_removed", res.OrphansRemoved, "republished", res.Republished)
+		} else if res.OrphansRemoved > 0 || res.Republished > 0 || res.Purged > 0 {
+			f.log.Info("sweep repaired", "orphans_removed", res.OrphansRemoved, "republished", res.Republished, "purged", res.Purged)
 		}
 		select {
 		case <-ctx.Done():
@@ -59,8 +60,10 @@ func (f *Finalizer) Sweep(ctx context.Context, cfg SweepConfig) {
 }
 
 // SweepOnce removes staged objects older than the grace period whose
-// document never committed or is no longer pending, and re-queues the
-// events of documents pending for too long.
+// document never committed or is no longer pending, re-queues the events of
+// documents pending for too long, and removes the objects of deleted
+// documents whose document.deleted was never handled (lost or
+// dead-lettered).
 func (f *Finalizer) SweepOnce(ctx context.Context, cfg SweepConfig) (SweepResult, error) {
 	cfg = cfg.withDefaults()
 	var res SweepResult
@@ -97,6 +100,18 @@ func (f *Finalizer) SweepOnce(ctx context.Context, cfg SweepConfig) (SweepResult
 			res.OrphansRemoved++
 		}
 	}
-	res.Republished, err = store.RepublishStuckUploads(ctx, f.db, cfg.RepublishAfter)
-	return res, err
+	if res.Republished, err = store.RepublishStuckUploads(ctx, f.db, cfg.RepublishAfter); err != nil {
+		return res, err
+	}
+	deleted, err := store.Unpurged(ctx, f.db, cfg.RepublishAfter, 500)
+	if err != nil {
+		return res, err
+	}
+	for _, d := range deleted {
+		if err := f.purge(ctx, d.ID, d.UserID); err != nil {
+			return res, err
+		}
+		res.Purged++
+	}
+	return res, nil
 }

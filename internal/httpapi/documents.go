@@ -21,6 +21,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
@@ -80,14 +81,24 @@ type uploadForm struct {
 	folderID *uuid.UUID
 }
 
+// uploadIdleTimeout is how long an upload may send nothing before it is
+// cut: a slow client may take as long as it needs, a stalled one may not
+// hold its buffer for ever.
+const uploadIdleTimeout = 60 * time.Second
+
 // bodyReader remembers read errors so that an upload failure can be blamed
-// on the client (truncated or oversized body) or on the object store.
+// on the client (truncated or oversized body) or on the object store, and
+// moves the connection's read deadline forward on every read.
 type bodyReader struct {
 	r   io.Reader
+	rc  *http.ResponseController
 	err error
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.rc != nil {
+		_ = b.rc.SetReadDeadline(time.Now().Add(uploadIdleTimeout))
+	}
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
 		b.err = err
@@ -125,7 +136,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, s.tooLarge())
 		return
 	}
-	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, s.Config.UploadMaxBytes+multipartSlack)}
+	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, s.Config.UploadMaxBytes+multipartSlack), rc: http.NewResponseController(w)}
 
 	id := uuid.Must(uuid.NewV7())
 	key := blob.StagingKey(id)
@@ -210,27 +221,28 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		doc.IdempotencyKey = &idemKey
 	}
 
-	err = store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
-		if dup, err := store.FindDuplicate(ctx, tx, owner, put.SHA256); err == nil {
-			if s.Config.DuplicatePolicy == "reject" {
-				return &apiError{status: http.StatusConflict, typ: "duplicate", title: "Duplicate document",
-					detail: "a document with the same content exists", extra: map[string]any{"duplicate_of": dup.ID}}
-			}
-			doc.DuplicateOf = &dup.ID
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		inserted, err := store.InsertDocument(ctx, tx, doc)
-		if err != nil {
-			return err
-		}
-		doc = inserted
-		ev, err := events.New(events.DocumentUploaded, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
-		if err != nil {
-			return err
-		}
-		return store.Record(ctx, tx, ev, origin(r))
-	})
+	dup, err := store.FindDuplicate(ctx, s.DB, owner, put.SHA256)
+	switch {
+	case err == nil && s.Config.DuplicatePolicy == "reject":
+		s.fail(w, r, &apiError{status: http.StatusConflict, typ: "duplicate", title: "Duplicate document",
+			detail: "a document with the same content exists", extra: map[string]any{"duplicate_of": dup.ID}})
+		return
+	case err == nil:
+		doc.DuplicateOf = &dup.ID
+	case !errors.Is(err, store.ErrNotFound):
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	ev, err := events.New(events.DocumentUploaded, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// The client going away must not cancel the commit half-way: with the
+	// bytes staged, finishing is cheaper than guessing.
+	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	doc, err = store.InsertUpload(dbCtx, s.DB, doc, ev, origin(r))
 	if errors.Is(err, store.ErrConflict) && idemKey != "" {
 		// A concurrent request with the same key committed first.
 		if first, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
@@ -239,12 +251,26 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
+		if outcomeUnknown(err) {
+			// The rows may have committed: keep the staged bytes. The sweep
+			// removes them after the grace period if no row refers to them.
+			committed = true
+		}
 		s.fail(w, r, dbErr(err))
 		return
 	}
 	committed = true
 	w.Header().Set("Location", documentPath(doc.ID))
 	writeJSON(w, http.StatusAccepted, toDocumentJSON(doc))
+}
+
+// outcomeUnknown reports whether a failed write may still have committed:
+// something was sent, and the server did not answer with an error of its
+// own (the connection broke or timed out).
+func outcomeUnknown(err error) bool {
+	var pgErr *pgconn.PgError
+	return !pgconn.SafeToRetry(err) && !errors.As(err, &pgErr) && !errors.Is(err, store.ErrConflict) &&
+		!errors.Is(err, store.ErrUnknownTopic) && !errors.Is(err, store.ErrUnknownFolder)
 }
 
 // replayUpload answers a retried upload with the document the first

@@ -80,27 +80,66 @@ func scanDocument(row pgx.Row) (Document, error) {
 	return d, translate(err)
 }
 
+const insertDocumentSQL = `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
+		size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key)
+	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
+	returning ` + documentColumns
+
+func insertDocumentArgs(d Document) []any {
+	return []any{d.ID, d.UserID, d.TopicID, d.FolderID, d.Title, d.Filename, d.ContentType,
+		d.SizeBytes, d.SHA256, d.StorageKey, d.DuplicateOf, d.IdempotencyKey}
+}
+
 // InsertDocument inserts d (status pending) in tx. It returns ErrUnknownTopic
 // or ErrUnknownFolder when those references do not exist, and ErrConflict
 // when d's idempotency key was used before.
 func InsertDocument(ctx context.Context, tx pgx.Tx, d Document) (Document, error) {
-	row := tx.QueryRow(ctx, `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
-			size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
-		returning `+documentColumns,
-		d.ID, d.UserID, d.TopicID, d.FolderID, d.Title, d.Filename, d.ContentType,
-		d.SizeBytes, d.SHA256, d.StorageKey, d.DuplicateOf, d.IdempotencyKey)
-	doc, err := scanDocument(row)
+	doc, err := scanDocument(tx.QueryRow(ctx, insertDocumentSQL, insertDocumentArgs(d)...))
+	return doc, documentError(err)
+}
+
+func documentError(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23503" { // foreign_key_violation
 		switch pgErr.ConstraintName {
 		case "documents_topic_id_fkey":
-			return doc, ErrUnknownTopic
+			return ErrUnknownTopic
 		case "documents_folder_id_fkey":
-			return doc, ErrUnknownFolder
+			return ErrUnknownFolder
 		}
 	}
-	return doc, err
+	return err
+}
+
+// Batcher sends a batch of statements; *pgxpool.Pool and *pgx.Conn are
+// Batchers.
+type Batcher interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// InsertUpload inserts the pending document d with its audit row and its
+// document.uploaded event ev in one round trip: a batch without explicit
+// transaction control runs in one implicit transaction, so all three rows
+// commit together or none does. Errors are InsertDocument's.
+//
+// An error that is not a *pgconn.PgError (the connection broke) leaves the
+// outcome unknown: the rows may have committed.
+func InsertUpload(ctx context.Context, db Batcher, d Document, ev events.Envelope, origin Origin) (Document, error) {
+	batch := &pgx.Batch{}
+	var doc Document
+	var scanErr error
+	batch.Queue(insertDocumentSQL, insertDocumentArgs(d)...).QueryRow(func(row pgx.Row) error {
+		doc, scanErr = scanDocument(row)
+		return scanErr
+	})
+	if err := queueRecord(batch, ev, origin); err != nil {
+		return doc, err
+	}
+	err := db.SendBatch(ctx, batch).Close()
+	if scanErr != nil {
+		return doc, documentError(scanErr)
+	}
+	return doc, documentError(translate(err))
 }
 
 // GetDocument returns the document with id, or ErrNotFound.
@@ -116,15 +155,23 @@ func LockDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error
 // DocumentByIdempotencyKey returns the document an earlier upload of owner
 // with key created, or ErrNotFound.
 func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, key string) (Document, error) {
+	// The predicate matches the expression of documents_idempotency_key.
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
-		where user_id is not distinct from $1 and idempotency_key = $2`, owner, key))
+		where coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce($1, '00000000-0000-0000-0000-000000000000'::uuid)
+		  and idempotency_key = $2`, owner, key))
 }
 
 // FindDuplicate returns the oldest pending or ready document of owner with
 // the same content, or ErrNotFound.
 func FindDuplicate(ctx context.Context, db DBTX, owner *uuid.UUID, sha256 []byte) (Document, error) {
+	// "is not distinct from" cannot use documents_owner_sha256_idx; these can.
+	if owner == nil {
+		return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
+			where user_id is null and sha256 = $1 and status in ('pending', 'ready')
+			order by id limit 1`, sha256))
+	}
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
-		where user_id is not distinct from $1 and sha256 = $2 and status in ('pending', 'ready')
+		where user_id = $1 and sha256 = $2 and status in ('pending', 'ready')
 		order by id limit 1`, owner, sha256))
 }
 
@@ -177,6 +224,25 @@ func MarkDeleted(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error)
 		set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
 		where id = $1 and status <> 'deleted'
 		returning `+documentColumns, id))
+}
+
+// MarkPurged records that the objects of deleted document id are gone.
+func MarkPurged(ctx context.Context, db DBTX, id uuid.UUID) error {
+	_, err := db.Exec(ctx, `update documents set purged_at = now() where id = $1 and status = 'deleted' and purged_at is null`, id)
+	return translate(err)
+}
+
+// Unpurged returns up to limit deleted documents, deleted before
+// olderThan ago, whose objects were not confirmed removed.
+func Unpurged(ctx context.Context, db DBTX, olderThan time.Duration, limit int) ([]Document, error) {
+	rows, err := db.Query(ctx, `select `+documentColumns+` from documents
+		where status = 'deleted' and purged_at is null and deleted_at < now() - $1::interval
+		order by deleted_at limit $2`, olderThan, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	docs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Document, error) { return scanDocument(row) })
+	return docs, translate(err)
 }
 
 // MarkProcessed records that consumer handled eventID, in the transaction

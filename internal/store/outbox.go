@@ -25,6 +25,18 @@ type Origin struct {
 // of the change it describes: either both commit with the change or
 // neither does.
 func Record(ctx context.Context, tx pgx.Tx, ev events.Envelope, origin Origin) error {
+	batch := &pgx.Batch{}
+	if err := queueRecord(batch, ev, origin); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("record %s: %w", ev.Type, translate(err))
+	}
+	return nil
+}
+
+// queueRecord adds the audit row and the outbox row of ev to batch.
+func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 	payload, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
@@ -33,7 +45,6 @@ func Record(ctx context.Context, tx pgx.Tx, ev events.Envelope, origin Origin) e
 	if origin.ClientIP != nil {
 		ip = origin.ClientIP.String()
 	}
-	batch := &pgx.Batch{}
 	batch.Queue(`insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
 			event_id, correlation_id, client_ip, user_agent, request_id, details)
 		values ($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, nullif($10, ''), nullif($11, ''), $12)`,
@@ -42,9 +53,6 @@ func Record(ctx context.Context, tx pgx.Tx, ev events.Envelope, origin Origin) e
 	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)
 		values ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, payload, ev.OccurredAt)
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return fmt.Errorf("record %s: %w", ev.Type, translate(err))
-	}
 	return nil
 }
 

@@ -113,8 +113,13 @@ func GetFolder(ctx context.Context, db DBTX, id uuid.UUID) (Folder, error) {
 // ListFolders returns the children of parent (roots when nil), by id,
 // after the keyset cursor.
 func ListFolders(ctx context.Context, db DBTX, parent *uuid.UUID, after *uuid.UUID, limit int) ([]Folder, error) {
+	// Two forms, so both can use folders_parent_idx.
+	where := `parent_id = $1`
+	if parent == nil {
+		where = `parent_id is null and $1::uuid is null`
+	}
 	rows, err := db.Query(ctx, `select `+folderColumns+` from folders
-		where parent_id is not distinct from $1 and ($2::uuid is null or id > $2) order by id limit $3`, parent, after, limit)
+		where `+where+` and ($2::uuid is null or id > $2) order by id limit $3`, parent, after, limit)
 	if err != nil {
 		return nil, translate(err)
 	}
