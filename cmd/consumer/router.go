@@ -44,19 +44,19 @@ func consumerName(metricsAddr string) string {
 // each with retries, panic recovery and a dead-letter path. Each subscriber
 // and the dead-letter publisher get their own Redis client: closing a
 // Watermill redisstream subscriber closes its client.
-func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *finalize.Finalizer) (*message.Router, []*message.Handler, error) {
+func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *finalize.Finalizer) (*message.Router, error) {
 	wlog := watermill.NewSlogLogger(log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: redis.NewClient(redisOpts)}, wlog)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	poison, err := middleware.PoisonQueue(pub, DeadLetterStream)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	router.AddMiddleware(
 		poison,
@@ -76,7 +76,6 @@ func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *fin
 	// Each worker is one subscriber in the group, so up to finalizeWorkers
 	// documents are finalised at once (a Watermill subscription handles one
 	// message at a time).
-	var handlers []*message.Handler
 	for w := range finalizeWorkers {
 		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
 			Client:        redis.NewClient(redisOpts),
@@ -98,9 +97,9 @@ func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *fin
 			},
 		}, wlog)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		handlers = append(handlers, router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, fin.Handle))
+		router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, fin.Handle)
 	}
-	return router, handlers, nil
+	return router, nil
 }

@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}()
 
 	fin := finalize.New(log, pool, blobs)
-	router, handlers, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
+	router, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
 	if err != nil {
 		cancel()
 		return errors.Join(err, <-serverErr)
@@ -128,37 +128,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- router.Run(ctx) }()
 
-	// A subscription that ends while the process runs (Redis lost the
-	// consumer group) stops the process with an error, so that its
-	// supervisor restarts it and the new subscription re-creates the group.
-	stopped := make(chan string, len(handlers))
-	for i, h := range handlers {
-		go func() {
-			select {
-			case <-h.Stopped():
-				stopped <- fmt.Sprintf("finalize-%d", i)
-			case <-ctx.Done():
-			}
-		}()
-	}
+	// The router stops by itself when every subscription has ended (Redis
+	// lost the consumer group): exit with an error then, so that the
+	// process supervisor restarts the consumer and the new subscriptions
+	// re-create the group.
 	var runErr error
-	routerDone := false
 	select {
 	case <-ctx.Done():
-	case name := <-stopped:
-		runErr = fmt.Errorf("handler %s stopped: its Redis subscription ended; exiting so that a restart subscribes again", name)
+		cancel()
+		runErr = <-routerErr
 	case err := <-routerErr:
-		routerDone = true
-		runErr = fmt.Errorf("router stopped (%v): every Redis subscription ended; exiting so that a restart subscribes again", err)
+		if ctx.Err() == nil {
+			runErr = errors.New("every Redis subscription ended (consumer group lost?); exiting so that a restart subscribes again")
+			if err != nil {
+				runErr = fmt.Errorf("%w: %v", runErr, err)
+			}
+		}
+		cancel()
 	}
-	if ctx.Err() != nil {
-		runErr = nil // a shutdown, not a failure
-	}
-	cancel()
 	<-sweepDone
-	if !routerDone {
-		runErr = errors.Join(runErr, <-routerErr)
-	}
 	err = errors.Join(runErr, <-serverErr)
 	log.Info("stopped")
 	return err
