@@ -553,6 +553,27 @@ func pageParams(r *http.Request) (listParams, error) {
 
 func cursorFor(id uuid.UUID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
+// pageJSON is one page of a list endpoint.
+type pageJSON[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// newPage turns rows (fetched with limit+1, to learn whether more follow)
+// into a page of at most limit items and the cursor of the next page.
+func newPage[R, T any](rows []R, limit int, id func(R) uuid.UUID, toJSON func(R) T) pageJSON[T] {
+	page := pageJSON[T]{Items: make([]T, 0, min(len(rows), limit))}
+	if len(rows) > limit {
+		rows = rows[:limit]
+		c := cursorFor(id(rows[len(rows)-1]))
+		page.NextCursor = &c
+	}
+	for _, r := range rows {
+		page.Items = append(page.Items, toJSON(r))
+	}
+	return page
+}
+
 func optionalUUID(r *http.Request, name string) (*uuid.UUID, error) {
 	raw := r.URL.Query().Get(name)
 	if raw == "" {
@@ -591,19 +612,7 @@ func (s *server) listDocuments(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, dbErr(err))
 		return
 	}
-	out := struct {
-		Items      []documentJSON `json:"items"`
-		NextCursor *string        `json:"next_cursor"`
-	}{Items: []documentJSON{}}
-	if len(docs) > page.limit {
-		docs = docs[:page.limit]
-		c := cursorFor(docs[len(docs)-1].ID)
-		out.NextCursor = &c
-	}
-	for _, d := range docs {
-		out.Items = append(out.Items, toDocumentJSON(d))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, newPage(docs, page.limit, func(d store.Document) uuid.UUID { return d.ID }, toDocumentJSON))
 }
 
 // getContent streams a ready document's bytes, with ETag and Range support.

@@ -353,3 +353,52 @@ func TestUploadWithDatabaseDownRemovesStagedBytes(t *testing.T) {
 		t.Errorf("staged object left behind: %s", obj.Key)
 	}
 }
+
+func TestListDocumentsPagesWithCursor(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, httpapi.Config{})
+	var ids []string
+	for i := range 5 {
+		status, doc := post(t, e.srv.URL+"/api/v1/documents", mpType,
+			multipartBody(boundary, part{fileHeader(fmt.Sprintf("d%d.pdf", i)), []byte(fmt.Sprintf("%%PDF-1.4 %d", i))}))
+		if status != 202 {
+			t.Fatalf("upload %d: %d %v", i, status, doc)
+		}
+		ids = append(ids, doc["id"].(string))
+	}
+	var got []string
+	url := e.srv.URL + "/api/v1/documents?limit=2&status=pending"
+	for pages := 0; url != ""; pages++ {
+		if pages > 5 {
+			t.Fatal("pagination does not end")
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Items      []map[string]any `json:"items"`
+			NextCursor *string          `json:"next_cursor"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if len(page.Items) > 2 {
+			t.Fatalf("page of %d items with limit=2", len(page.Items))
+		}
+		for _, d := range page.Items {
+			got = append(got, d["id"].(string))
+		}
+		url = ""
+		if page.NextCursor != nil {
+			url = e.srv.URL + "/api/v1/documents?limit=2&status=pending&cursor=" + *page.NextCursor
+		}
+	}
+	// Newest first, each once.
+	want := []string{ids[4], ids[3], ids[2], ids[1], ids[0]}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("pages gave %v; want %v", got, want)
+	}
+	if status, _ := call(t, "GET", e.srv.URL+"/api/v1/documents?status=ready", ""); status != 200 {
+		t.Errorf("status filter: %d", status)
+	}
+}

@@ -116,19 +116,7 @@ func (s *server) listTopics(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, dbErr(err))
 		return
 	}
-	out := struct {
-		Items      []topicJSON `json:"items"`
-		NextCursor *string     `json:"next_cursor"`
-	}{Items: []topicJSON{}}
-	if len(topics) > page.limit {
-		topics = topics[:page.limit]
-		c := cursorFor(topics[len(topics)-1].ID)
-		out.NextCursor = &c
-	}
-	for _, t := range topics {
-		out.Items = append(out.Items, toTopicJSON(t))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, newPage(topics, page.limit, func(t store.Topic) uuid.UUID { return t.ID }, toTopicJSON))
 }
 
 func (s *server) getTopic(w http.ResponseWriter, r *http.Request) {
@@ -244,19 +232,7 @@ func (s *server) listFolders(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, dbErr(err))
 		return
 	}
-	out := struct {
-		Items      []folderJSON `json:"items"`
-		NextCursor *string      `json:"next_cursor"`
-	}{Items: []folderJSON{}}
-	if len(folders) > page.limit {
-		folders = folders[:page.limit]
-		c := cursorFor(folders[len(folders)-1].ID)
-		out.NextCursor = &c
-	}
-	for _, f := range folders {
-		out.Items = append(out.Items, toFolderJSON(f))
-	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, newPage(folders, page.limit, func(f store.Folder) uuid.UUID { return f.ID }, toFolderJSON))
 }
 
 func (s *server) getFolder(w http.ResponseWriter, r *http.Request) {

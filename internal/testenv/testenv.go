@@ -217,6 +217,18 @@ func buildTemplate(ctx context.Context, t testing.TB, tpl string) {
 	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{building}.Sanitize()+" RENAME TO "+pgx.Identifier{tpl}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
+	// Templates of older migration sets are of no more use.
+	rows, err := admin.Query(ctx, `select datname from pg_database where datname like 'dvtest\_tpl\_%' and datname <> $1`, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range stale {
+		_, _ = admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
 }
 
 func dropAtCleanup(t testing.TB, name string) {
