@@ -69,3 +69,27 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact left the secret: %q", got)
 	}
 }
+
+// .env.example documents every key the binaries read, and nothing else.
+func TestEnvExampleDocumentsEveryKey(t *testing.T) {
+	raw, err := os.ReadFile("../../.env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimPrefix(strings.TrimSpace(line), "#")
+		if key, _, ok := strings.Cut(line, "="); ok && key == strings.ToUpper(key) && !strings.ContainsAny(key, " \t") && key != "" {
+			documented[key] = true
+		}
+	}
+	for _, key := range Keys {
+		if !documented[key] {
+			t.Errorf("%s is read but not in .env.example", key)
+		}
+		delete(documented, key)
+	}
+	for key := range documented {
+		t.Errorf(".env.example sets %s, which no binary reads", key)
+	}
+}
