@@ -114,7 +114,10 @@ create table documents (
     reject_reason   text check (char_length(reject_reason) between 1 and 200),
     -- Object key while pending (staging/...) and once ready (users/...).
     storage_key     text not null check (char_length(storage_key) between 1 and 1024),
-    duplicate_of    uuid references documents (id) on delete set null,
+    -- The earlier document with the same content, when there was one at
+    -- upload time. Informational, so deliberately no foreign key: checking
+    -- one would KEY SHARE-lock the original for every duplicate upload.
+    duplicate_of    uuid,
     created_at      timestamptz not null default now(),
     updated_at      timestamptz not null default now(),
     finalized_at    timestamptz,

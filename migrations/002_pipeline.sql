@@ -1,4 +1,4 @@
--- Upload pipeline: idempotent uploads and outbox wake-ups.
+-- Upload pipeline: idempotent uploads, purge tracking, stuck uploads.
 
 -- Idempotency-Key of the upload that created the document: a retried
 -- request with the same key (per owner) returns the first document.
@@ -7,17 +7,6 @@ alter table documents
 create unique index documents_idempotency_key on documents
     (coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid), idempotency_key)
     where idempotency_key is not null;
-
--- Wake the relay when outbox rows commit (NOTIFY is delivered at commit). One
--- notification per statement; the relay reads every unpublished row anyway.
-create function outbox_notify() returns trigger language plpgsql as $$
-begin
-    perform pg_notify('docuvault_outbox', '');
-    return null;
-end
-$$;
-create trigger outbox_notify after insert on outbox
-    for each statement execute function outbox_notify();
 
 -- When a deleted document's objects were removed. The consumer does it on
 -- document.deleted; a sweep catches the deletions whose event was lost.

@@ -93,14 +93,20 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		return err
 	}
 
+	notifier := store.NewNotifier(pool, log)
+	notifyCtx, stopNotify := context.WithCancel(ctx)
+	defer stopNotify()
+	go notifier.Run(notifyCtx)
+
 	reg := metrics.NewRegistry()
 	h := httpapi.New(httpapi.Deps{
-		Config:  httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy},
-		Log:     log,
-		DB:      pool,
-		Redis:   rdb,
-		Blobs:   blobs,
-		Metrics: metrics.Handler(reg),
+		Notifier: notifier,
+		Config:   httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy},
+		Log:      log,
+		DB:       pool,
+		Redis:    rdb,
+		Blobs:    blobs,
+		Metrics:  metrics.Handler(reg),
 	})
 	err = httpserver.Run(ctx, log, "api", cfg.HTTPAddr, h)
 	log.Info("stopped")

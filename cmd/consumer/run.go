@@ -114,7 +114,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		cancel()
 	}()
 
-	fin := finalize.New(log, pool, blobs)
+	notifier := store.NewNotifier(pool, log)
+	go notifier.Run(ctx)
+	fin := finalize.New(log, pool, blobs, notifier)
 	router, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
 	if err != nil {
 		cancel()

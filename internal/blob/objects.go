@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"sync"
 
 	"github.com/google/uuid"
 	"github.com/minio/minio-go/v7"
@@ -34,26 +33,28 @@ var (
 // and then no part-sized buffer is touched at all.
 const smallSize = 256 << 10
 
-var smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallSize); return &b }}
+// Buffers are kept on free lists rather than in a sync.Pool: a pool is
+// emptied by every garbage collection, and re-allocating (and zeroing) a
+// buffer per upload dominated the cost of small uploads. The lists are
+// bounded; buffers beyond them are left to the garbage collector.
+var (
+	smallBuffers = make(chan []byte, 64)
+	partBuffers  = make(chan []byte, 32)
+)
 
-// partBuffers keeps part-sized buffers for reuse. A free list rather than a
-// sync.Pool: a pool is emptied by garbage collection, and re-allocating
-// (and zeroing) 5 MiB per upload would dominate the cost of small ones.
-var partBuffers = make(chan []byte, 32)
-
-func getPartBuffer() []byte {
+func getBuffer(list chan []byte, size int) []byte {
 	select {
-	case b := <-partBuffers:
+	case b := <-list:
 		return b
 	default:
-		return make([]byte, PartSize)
+		return make([]byte, size)
 	}
 }
 
-func putPartBuffer(b []byte) {
+func putBuffer(list chan []byte, b []byte) {
 	select {
-	case partBuffers <- b:
-	default: // enough kept; let the garbage collector have it
+	case list <- b:
+	default:
 	}
 }
 
@@ -90,9 +91,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 	src := &limitedHashReader{r: r, h: sum, left: maxBytes}
 	var res PutResult
 
-	smallp := smallBuffers.Get().(*[]byte)
-	defer smallBuffers.Put(smallp)
-	small := *smallp
+	small := getBuffer(smallBuffers, smallSize)
+	defer putBuffer(smallBuffers, small)
 	n, err := io.ReadFull(src, small)
 	switch {
 	case errors.Is(err, ErrTooLarge):
@@ -107,8 +107,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 	res.Head = bytes.Clone(small[:512])
 
 	// Larger: continue into a part-sized buffer.
-	buf := getPartBuffer()
-	defer putPartBuffer(buf)
+	buf := getBuffer(partBuffers, PartSize)
+	defer putBuffer(partBuffers, buf)
 	copy(buf, small[:n])
 	m, err := io.ReadFull(src, buf[n:])
 	n += m

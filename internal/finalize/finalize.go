@@ -37,14 +37,16 @@ var ErrMalformed = errors.New("malformed event")
 
 // Finalizer handles the document stream.
 type Finalizer struct {
-	log   *slog.Logger
-	db    *pgxpool.Pool
-	blobs *blob.Store
+	log    *slog.Logger
+	db     *pgxpool.Pool
+	blobs  *blob.Store
+	notify *store.Notifier
 }
 
-// New returns a Finalizer.
-func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store) *Finalizer {
-	return &Finalizer{log: log, db: db, blobs: blobs}
+// New returns a Finalizer. notify (may be nil) wakes the relay after the
+// finalizer committed events.
+func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.Notifier) *Finalizer {
+	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify}
 }
 
 // Handle is the Watermill handler for the document stream: it finalises
@@ -190,6 +192,7 @@ func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Do
 		}
 		return err
 	}
+	f.notify.Poke()
 	if status == store.StatusRejected {
 		f.log.Warn("document rejected", "document_id", doc.ID, "reason", reason, "event_id", ev.ID)
 	} else {

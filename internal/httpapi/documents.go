@@ -260,6 +260,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	committed = true
+	s.Notifier.Poke()
 	w.Header().Set("Location", documentPath(doc.ID))
 	writeJSON(w, http.StatusAccepted, toDocumentJSON(doc))
 }
@@ -705,5 +706,6 @@ func (s *server) deleteDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, dbErr(err))
 		return
 	}
+	s.Notifier.Poke()
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -59,13 +59,17 @@ func validName(name *string, max int) error {
 // recordChange runs change and records its event in one transaction.
 func (s *server) recordChange(r *http.Request, change func(tx pgx.Tx) (events.Envelope, error)) error {
 	ctx := r.Context()
-	return store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
+	err := store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
 		ev, err := change(tx)
 		if err != nil {
 			return err
 		}
 		return store.Record(ctx, tx, ev, origin(r))
 	})
+	if err == nil {
+		s.Notifier.Poke()
+	}
+	return err
 }
 
 func topicEvent(r *http.Request, typ string, t store.Topic) (events.Envelope, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/store"
 )
 
 // Config is the API's behaviour.
@@ -28,6 +29,9 @@ type Deps struct {
 	Redis   *redis.Client
 	Blobs   *blob.Store
 	Metrics http.Handler
+	// Notifier wakes the relay after a commit wrote outbox rows (nil: the
+	// relay's poll finds them).
+	Notifier *store.Notifier
 }
 
 type server struct {

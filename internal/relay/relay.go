@@ -31,9 +31,6 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
-// NotifyChannel is the channel the outbox trigger notifies on commit.
-const NotifyChannel = "docuvault_outbox"
-
 // Config tunes a Relay.
 type Config struct {
 	// BatchSize is how many rows one transaction claims (default 500).
@@ -88,7 +85,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		},
 		ReconnectDelay: 2 * time.Second,
 	}
-	listener.Handle(NotifyChannel, pgxlisten.HandlerFunc(func(context.Context, *pgconn.Notification, *pgx.Conn) error {
+	listener.Handle(store.OutboxChannel, pgxlisten.HandlerFunc(func(context.Context, *pgconn.Notification, *pgx.Conn) error {
 		r.Wake()
 		return nil
 	}))

@@ -241,6 +241,10 @@ func TestNotifyWakesTheRelay(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	id := record(t, db)
+	// Writers notify after their commit (store.Notifier).
+	if _, err := db.Exec(ctx, `select pg_notify($1, '')`, store.OutboxChannel); err != nil {
+		t.Fatal(err)
+	}
 	deadline = time.Now().Add(10 * time.Second)
 	for streamIDs(t, rdb)[id] == 0 {
 		if time.Now().After(deadline) {
