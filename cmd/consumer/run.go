@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -46,6 +47,12 @@ func loadConfig(src *config.Source) (Config, error) {
 	}
 	if cfg.S3, err = config.ObjectStorage(src); err != nil {
 		return cfg, err
+	}
+	if !strings.Contains(src.Get("DATABASE_URL"), "pool_max_conns") {
+		// Each finalize worker holds a connection at a time, and the
+		// notifier and the sweep need theirs: pgx's default (4 here) made
+		// workers queue for connections.
+		cfg.Database.MaxConns = 2 * finalizeWorkers
 	}
 	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9102")
 	return cfg, cfg.Validate()
