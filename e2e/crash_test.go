@@ -60,7 +60,7 @@ func TestKilledRelayAndConsumerLoseNothing(t *testing.T) {
 	// A killed consumer's pending entries are claimed after the idle
 	// timeout, so allow for it.
 	for _, id := range ids {
-		st.waitStatusWithin(t, id, "ready", 90*time.Second)
+		st.waitStatusWithin(t, id, "ready", 150*time.Second)
 	}
 	var finalized, docs int
 	ctx := context.Background()
