@@ -50,3 +50,22 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		t.Error("an unexpected argument was accepted")
 	}
 }
+
+// A database that cannot be reached stops start-up with an error naming
+// it, and neither the error nor the log shows the password.
+func TestConnectionErrorHidesThePassword(t *testing.T) {
+	t.Parallel()
+	const canary = "canary-pw-8d2e"
+	env := testenv.ServiceEnv(t, testenv.DB{AppURL: "postgres://docuvault_app:" + canary + "@127.0.0.1:1/docuvault"}, testenv.S3Settings())
+	var log strings.Builder
+	err := run(context.Background(), nil, env.Getenv, &log)
+	if err == nil {
+		t.Fatal("started against a closed port")
+	}
+	if strings.Contains(err.Error()+log.String(), canary) {
+		t.Errorf("password leaked: %v\n%s", err, log.String())
+	}
+	if !strings.HasPrefix(err.Error(), "DATABASE_URL:") || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("error %q does not name the setting and the server", err)
+	}
+}
