@@ -43,6 +43,18 @@ var (
 	partBuffers  = make(chan []byte, 32)
 )
 
+// At most maxLargePuts streams hold a part buffer at once; more wait (the
+// client is slowed by TCP back-pressure, not refused). With the small
+// buffers this bounds what uploads hold to about 32 × 5 MiB however many
+// clients send large files at once.
+const maxLargePuts = 32
+
+var largePutSlots = make(chan struct{}, maxLargePuts)
+
+// LargePutsInFlight reports how many streams hold a part buffer now (a
+// gauge for metrics and tests).
+func LargePutsInFlight() int { return len(largePutSlots) }
+
 func getBuffer(list chan []byte, size int) []byte {
 	select {
 	case b := <-list:
@@ -107,7 +119,13 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 	}
 	res.Head = bytes.Clone(small[:512])
 
-	// Larger: continue into a part-sized buffer.
+	// Larger: continue into a part-sized buffer, once one may be held.
+	select {
+	case largePutSlots <- struct{}{}:
+		defer func() { <-largePutSlots }()
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
 	buf := getBuffer(partBuffers, PartSize)
 	defer putBuffer(partBuffers, buf)
 	copy(buf, small[:n])

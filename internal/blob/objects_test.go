@@ -1,0 +1,91 @@
+package blob_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/testenv"
+)
+
+func TestPutStreamsAndChecksums(t *testing.T) {
+	t.Parallel()
+	store, err := blob.New(testenv.S3(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, size := range []int{1, 256 << 10, 256<<10 + 1, blob.PartSize, blob.PartSize + 1, 2*blob.PartSize + 17} {
+		data := make([]byte, size)
+		_, _ = rand.Read(data)
+		want := sha256.Sum256(data)
+		res, err := store.Put(ctx, "t/obj", bytes.NewReader(data), int64(size), "")
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		n, sum, err := store.Hash(ctx, "t/obj")
+		if err != nil || res.Size != int64(size) || n != int64(size) || !bytes.Equal(res.SHA256, want[:]) || !bytes.Equal(sum, want[:]) {
+			t.Errorf("size %d: put %d/%x, stored %d/%x, %v", size, res.Size, res.SHA256[:4], n, sum[:4], err)
+		}
+	}
+	// Over the limit: ErrTooLarge, and nothing stored (multipart aborted).
+	big := make([]byte, blob.PartSize+100)
+	if _, err := store.Put(ctx, "t/big", bytes.NewReader(big), blob.PartSize+50, ""); !errors.Is(err, blob.ErrTooLarge) {
+		t.Errorf("over the limit: %v; want ErrTooLarge", err)
+	}
+	if _, err := store.Stat(ctx, "t/big"); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("an oversized stream left an object: %v", err)
+	}
+}
+
+// However many large uploads arrive at once, only a bounded number hold a
+// part buffer; the others wait, and give up when their context ends.
+func TestLargePutsAreBounded(t *testing.T) {
+	store, err := blob.New(testenv.S3(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// 32 streams that send a little over the small buffer, then stall.
+	var writers []*io.PipeWriter
+	var wg sync.WaitGroup
+	for i := range 32 {
+		pr, pw := io.Pipe()
+		writers = append(writers, pw)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = store.Put(ctx, "t/stall-"+string(rune('a'+i)), pr, 1<<30, "")
+		}()
+		go func() { _, _ = pw.Write(make([]byte, 300<<10)) }()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for blob.LargePutsInFlight() < 32 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d stalled uploads took a slot within 30 s", blob.LargePutsInFlight())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	_, err = store.Put(short, "t/one-more", bytes.NewReader(make([]byte, 300<<10)), 1<<30, "")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a 33rd large upload got %v; want it to wait for a slot until its deadline", err)
+	}
+	for _, pw := range writers {
+		pw.CloseWithError(errors.New("client gone"))
+	}
+	wg.Wait()
+	// Slots are free again.
+	if _, err := store.Put(context.Background(), "t/after", bytes.NewReader(make([]byte, 300<<10)), 1<<30, ""); err != nil {
+		t.Errorf("after the stalled uploads ended: %v", err)
+	}
+}
