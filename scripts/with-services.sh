@@ -10,9 +10,19 @@ cd "$root"
 scripts/check-services.sh
 
 data="$root/.data/minio-test"
-addr=${DOCUVAULT_TEST_MINIO_ADDR:-127.0.0.1:19000}
 scripts/minio.sh stop "$data"
 rm -rf "$data"
+# The first free port from 19000 (another checkout's run may hold one).
+addr=${DOCUVAULT_TEST_MINIO_ADDR:-}
+if [ -z "$addr" ]; then
+	for port in $(seq 19000 19019); do
+		if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+			addr=127.0.0.1:$port
+			break
+		fi
+	done
+	[ -n "$addr" ] || { echo "no free port in 127.0.0.1:19000-19019 for the test MinIO" >&2; exit 1; }
+fi
 export MINIO_ROOT_USER=dvtest-minio MINIO_ROOT_PASSWORD=dvtest-minio-password
 scripts/minio.sh start "$data" "$addr"
 trap 'scripts/minio.sh stop "$data"; rm -rf "$data"' EXIT
