@@ -51,7 +51,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err != nil {
 			return err
 		}
-		return serve(ctx, log, cfg)
+		err = serve(ctx, log, cfg)
+		if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // stopped while starting: a shutdown, not a failure
+		}
+		return err
 	case "init-db":
 		return initDB(ctx, log, src)
 	case "migrate":

@@ -64,6 +64,16 @@ func (c Config) Validate() error {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	err := runConsumer(ctx, args, getenv, stdout)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped (SIGTERM) while starting or subscribing: a shutdown, not
+		// a failure.
+		return nil
+	}
+	return err
+}
+
+func runConsumer(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cmd, _, src, err := config.Load("consumer", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
 		_, _ = io.WriteString(stdout, usage)
@@ -145,7 +155,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	select {
 	case <-ctx.Done():
 		cancel()
-		runErr = <-routerErr
+		// A shutdown while the router is still subscribing ends its
+		// subscriptions with context.Canceled: that is the shutdown, not
+		// a failure.
+		if err := <-routerErr; !errors.Is(err, context.Canceled) {
+			runErr = err
+		}
 	case err := <-routerErr:
 		if ctx.Err() == nil {
 			runErr = errors.New("every Redis subscription ended (consumer group lost?); exiting so that a restart subscribes again")

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docuvault/docuvault/internal/testenv"
 )
@@ -69,5 +70,26 @@ func TestConnectionErrorHidesThePassword(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "DATABASE_URL:") || !strings.Contains(err.Error(), "127.0.0.1") {
 		t.Errorf("error %q does not name the setting and the server", err)
+	}
+}
+
+// SIGTERM at any moment of start-up ends the process cleanly.
+func TestStopDuringStartupIsClean(t *testing.T) {
+	t.Parallel()
+	env := testenv.ServiceEnv(t, testenv.NewDB(t), testenv.S3(t))
+	for _, delay := range []time.Duration{0, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 300 * time.Millisecond} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, nil, env.Getenv, io.Discard) }()
+		time.Sleep(delay)
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("stopped after %v: run returned %v; want nil", delay, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("stopped after %v: run did not return within 30 s", delay)
+		}
 	}
 }

@@ -51,6 +51,14 @@ func (c Config) Validate() error {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	err := runRelay(ctx, args, getenv, stdout)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // stopped while starting: a shutdown, not a failure
+	}
+	return err
+}
+
+func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	cmd, _, src, err := config.Load("relay", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
 		_, _ = io.WriteString(stdout, usage)
