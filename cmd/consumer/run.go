@@ -125,11 +125,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	serverErr := make(chan error, 1)
-	go func() {
-		serverErr <- httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
-		cancel()
-	}()
+	serverErr := httpserver.Start(ctx, cancel, log, "metrics", cfg.MetricsAddr, ops)
 
 	notifier := store.NewNotifier(pool, log)
 	go notifier.Run(ctx)

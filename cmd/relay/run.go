@@ -99,11 +99,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	serverErr := make(chan error, 1)
-	go func() {
-		serverErr <- httpserver.Run(ctx, log, "metrics", cfg.MetricsAddr, ops)
-		cancel()
-	}()
+	serverErr := httpserver.Start(ctx, cancel, log, "metrics", cfg.MetricsAddr, ops)
 	r := relay.New(relay.Config{}, log, pool, relay.StreamPublisher{Redis: rdb})
 	log.Info("relaying outbox to Redis Streams")
 	err = r.Run(ctx)

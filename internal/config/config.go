@@ -138,8 +138,3 @@ func readEnvFile(path string, getenv func(string) string) (*Source, error) {
 	src.EnvFile = path
 	return src, nil
 }
-
-// NewSource returns a Source over getenv alone, for tests and tools.
-func NewSource(getenv func(string) string) *Source {
-	return &Source{getenv: getenv, file: map[string]string{}}
-}

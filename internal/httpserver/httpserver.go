@@ -52,3 +52,15 @@ func Run(ctx context.Context, log *slog.Logger, name, addr string, h http.Handle
 	}
 	return nil
 }
+
+// Start runs Run in the background and returns where its result arrives.
+// When the server stops on its own (it could not listen), it calls cancel
+// so that the rest of the process stops too.
+func Start(ctx context.Context, cancel context.CancelFunc, log *slog.Logger, name, addr string, h http.Handler) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, log, name, addr, h)
+		cancel()
+	}()
+	return done
+}

@@ -147,11 +147,6 @@ func GetDocument(ctx context.Context, db DBTX, id uuid.UUID) (Document, error) {
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1`, id))
 }
 
-// LockDocument returns the document with id locked for update in tx.
-func LockDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error) {
-	return scanDocument(tx.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1 for update`, id))
-}
-
 // DocumentByIdempotencyKey returns the document an earlier upload of owner
 // with key created, or ErrNotFound.
 func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, key string) (Document, error) {
