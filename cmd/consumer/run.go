@@ -114,6 +114,9 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	}
 	// A wrong bucket would make every upload look lost: refuse to start.
 	if err := blobs.Ping(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // stopped while checking
+		}
 		return fmt.Errorf("MINIO_BUCKET: %s", config.Redact(err.Error(), cfg.S3.SecretKey))
 	}
 
