@@ -64,7 +64,7 @@ func TestKilledRelayAndConsumerLoseNothing(t *testing.T) {
 	}
 	var finalized, docs int
 	ctx := context.Background()
-	if err := st.db.QueryRow(ctx, `select count(*), count(distinct aggregate_id) from outbox where event_type = 'document.finalized'`).Scan(&finalized, &docs); err != nil {
+	if err := st.db.QueryRow(ctx, `select count(*), count(distinct aggregate_id) from audit_log where action = 'document.finalized'`).Scan(&finalized, &docs); err != nil {
 		t.Fatal(err)
 	}
 	if finalized != uploads || docs != uploads {

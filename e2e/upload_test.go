@@ -225,14 +225,14 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 	// holds one row per change.
 	ctx := context.Background()
 	var unpublished, audit int
-	if err := st.db.QueryRow(ctx, `select count(*) from outbox where published_at is null`).Scan(&unpublished); err != nil {
+	if err := st.db.QueryRow(ctx, `select count(*) from outbox`).Scan(&unpublished); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.db.QueryRow(ctx, `select count(*) from audit_log`).Scan(&audit); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "every outbox row published", func() bool {
-		_ = st.db.QueryRow(ctx, `select count(*) from outbox where published_at is null`).Scan(&unpublished)
+	eventually(t, 10*time.Second, "every outbox row published (and removed)", func() bool {
+		_ = st.db.QueryRow(ctx, `select count(*) from outbox`).Scan(&unpublished)
 		return unpublished == 0
 	})
 	if audit != 6 { // uploaded, finalized, deleted, twice

@@ -9,9 +9,17 @@ cd "$root"
 
 scripts/check-services.sh
 
-data="$root/.data/minio-test"
-scripts/minio.sh stop "$data"
-rm -rf "$data"
+# Each run has its own data directory, so runs in one checkout (a test and
+# a benchmark, say) do not stop or wipe each other's MinIO. Directories of
+# runs that died without cleaning up are removed.
+for old in "$root"/.data/minio-test.*; do
+	[ -d "$old" ] || continue
+	pid=$(cat "$old/minio.pid" 2>/dev/null || true)
+	if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+		rm -rf "$old"
+	fi
+done
+data="$root/.data/minio-test.$$"
 # The first free port from 19000 (another checkout's run may hold one).
 addr=${DOCUVAULT_TEST_MINIO_ADDR:-}
 if [ -z "$addr" ]; then

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -21,8 +22,10 @@ import (
 
 const usage = `usage: relay [--env-file PATH]
 
-Publishes outbox events to Redis Streams. Settings: DATABASE_URL, REDIS_URL,
-METRICS_ADDR (default 127.0.0.1:9101); .env.example documents every key.
+Publishes outbox events to Redis Streams. Run several for high availability:
+one leads and publishes, the others stand by and take over within seconds.
+Settings: DATABASE_URL, REDIS_URL, METRICS_ADDR (default 127.0.0.1:9101),
+STREAM_RETENTION (default 168h); .env.example documents every key.
 `
 
 // Config is the relay's configuration.
@@ -30,6 +33,7 @@ type Config struct {
 	Database    *pgxpool.Config // DATABASE_URL
 	Redis       *redis.Options  // REDIS_URL
 	MetricsAddr string          // METRICS_ADDR: /metrics, /healthz, /readyz
+	Retention   time.Duration   // STREAM_RETENTION
 }
 
 func loadConfig(src *config.Source) (Config, error) {
@@ -42,6 +46,9 @@ func loadConfig(src *config.Source) (Config, error) {
 		return cfg, err
 	}
 	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9101")
+	if cfg.Retention, err = config.PositiveDuration("STREAM_RETENTION", cmp.Or(src.Get("STREAM_RETENTION"), "168h")); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -100,8 +107,11 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	serverErr := httpserver.Start(ctx, cancel, log, "metrics", cfg.MetricsAddr, ops)
-	r := relay.New(relay.Config{}, log, pool, relay.StreamPublisher{Redis: rdb})
-	log.Info("relaying outbox to Redis Streams")
+	r := relay.New(relay.Config{
+		Trim:    relay.TrimConfig{Retention: cfg.Retention},
+		Metrics: relay.NewMetrics(reg, pool),
+	}, log, pool, relay.StreamPublisher{Redis: rdb})
+	log.Info("relaying outbox to Redis Streams", "stream_retention", cfg.Retention.String())
 	err = r.Run(ctx)
 	cancel()
 	err = errors.Join(err, <-serverErr)

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -148,6 +149,15 @@ func PositiveInt(key, raw string) (int64, error) {
 		return 0, errorf(key, "%q is not a whole number greater than zero", raw)
 	}
 	return n, nil
+}
+
+// PositiveDuration parses a Go duration ("90s", "24h") greater than zero.
+func PositiveDuration(key, raw string) (time.Duration, error) {
+	d, err := time.ParseDuration(raw)
+	if err != nil || d <= 0 {
+		return 0, errorf(key, "%q is not a duration greater than zero (such as 90s, 24h or 168h)", raw)
+	}
+	return d, nil
 }
 
 // OneOf validates that raw is one of the allowed values.

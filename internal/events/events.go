@@ -22,6 +22,9 @@ const (
 	StreamFolders   = "docuvault.folders"
 )
 
+// Streams lists every stream the relay publishes to.
+var Streams = []string{StreamDocuments, StreamTopics, StreamFolders}
+
 // Event types.
 const (
 	DocumentUploaded  = "document.uploaded"
@@ -35,6 +38,10 @@ const (
 	FolderUpdated     = "folder.updated"
 	FolderDeleted     = "folder.deleted"
 )
+
+// Version is the envelope version every event type is at; a change that
+// breaks an event's schema needs a new version.
+const Version = 1
 
 // Metadata keys of the Watermill message.
 const (
@@ -94,7 +101,7 @@ func New(typ, aggregateType string, aggregateID uuid.UUID, actor Actor, correlat
 	e := Envelope{
 		ID:            uuid.Must(uuid.NewV7()),
 		Type:          typ,
-		Version:       1,
+		Version:       Version,
 		OccurredAt:    time.Now().UTC().Truncate(time.Microsecond),
 		AggregateType: aggregateType,
 		AggregateID:   aggregateID,

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -273,7 +275,11 @@ func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
 	// stream entry was lost).
 	content, sum := randomContent(t, 1<<10)
 	doc, _ := f.upload(t, content, sum)
-	if _, err := f.admin.Exec(ctx, `update outbox set published_at = now() - interval '1 hour'`); err != nil {
+	var original string
+	if err := f.admin.QueryRow(ctx, `select payload::text from outbox`).Scan(&original); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.Exec(ctx, `delete from outbox`); err != nil { // as the relay does
 		t.Fatal(err)
 	}
 	if _, err := f.admin.Exec(ctx, `update documents set created_at = now() - interval '1 hour'`); err != nil {
@@ -297,8 +303,30 @@ func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
 	if !f.exists(t, blob.StagingKey(doc.ID)) {
 		t.Error("the sweep removed the staged bytes of a pending document")
 	}
-	if res.Republished != 1 || f.count(t, `select count(*) from outbox where published_at is null`) != 1 {
-		t.Errorf("republished %d; want the stuck upload's event re-queued once", res.Republished)
+	if res.Republished != 1 || f.count(t, `select count(*) from outbox`) != 1 {
+		t.Fatalf("republished %d; want the stuck upload's event re-queued once", res.Republished)
+	}
+	// The event is rebuilt from its audit row: same id, same envelope.
+	var rebuilt string
+	if err := f.admin.QueryRow(ctx, `select payload::text from outbox`).Scan(&rebuilt); err != nil {
+		t.Fatal(err)
+	}
+	var a, b map[string]any
+	if err := json.Unmarshal([]byte(original), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(rebuilt), &b); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("re-queued event differs from the original:\n%s\n%s", original, rebuilt)
+	}
+	// Published again and still pending: not re-queued before RepublishAfter.
+	if _, err := f.admin.Exec(ctx, `delete from outbox`); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.fin.SweepOnce(ctx, cfg); err != nil || r.Republished != 0 {
+		t.Errorf("second sweep re-queued %d (%v); want none within RepublishAfter", r.Republished, err)
 	}
 }
 

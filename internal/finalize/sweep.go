@@ -35,7 +35,7 @@ func (c SweepConfig) withDefaults() SweepConfig {
 // SweepResult counts what one sweep repaired.
 type SweepResult struct {
 	OrphansRemoved int
-	Republished    int64
+	Republished    int
 	Purged         int
 }
 
@@ -100,7 +100,7 @@ func (f *Finalizer) SweepOnce(ctx context.Context, cfg SweepConfig) (SweepResult
 			res.OrphansRemoved++
 		}
 	}
-	if res.Republished, err = store.RepublishStuckUploads(ctx, f.db, cfg.RepublishAfter); err != nil {
+	if res.Republished, err = store.RequeueStuckUploads(ctx, f.db, cfg.RepublishAfter, 500); err != nil {
 		return res, err
 	}
 	deleted, err := store.Unpurged(ctx, f.db, cfg.RepublishAfter, 500)

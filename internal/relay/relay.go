@@ -1,24 +1,36 @@
 // Package relay publishes outbox rows to Redis Streams in Watermill's wire
-// format, and marks them published only after Redis accepted them.
+// format, and deletes them only after Redis accepted them.
 //
-// Delivery is at least once: a relay that dies between XADD and the commit
-// of "published" leaves the rows unpublished, and the next batch (of this or
-// another relay) sends them again. Subscribers deduplicate by event id.
+// Delivery is at least once: a relay that dies between XADD and its commit
+// leaves the rows in the outbox, and the next batch sends them again.
+// Subscribers deduplicate by event id.
 //
-// Rows are chosen by "unpublished", never by an id high-water mark, so a
-// transaction that commits after one with a higher id is still published.
-// Several relays may run: each claims its batch with FOR UPDATE SKIP LOCKED,
-// so no row is published by two relays at once.
+// Rows are taken by presence in the outbox, never by an id high-water mark,
+// so a transaction that commits after one with a higher id is still
+// published.
+//
+// Several relays may run: they elect one leader with a PostgreSQL advisory
+// lock held by a dedicated connection, and only the leader publishes, on
+// that same connection. The lock lives exactly as long as the connection,
+// so a leader that dies (even by SIGKILL) releases it, and a standby takes
+// over within Config.LeaseRetry. Publishing on the lock's connection fences
+// a leader that lost its connection: its transaction fails with it.
+//
+// Ordering: events of one aggregate reach their stream in commit order.
+// Every writer locks the aggregate's row before it inserts the event, so
+// the events of one aggregate get outbox ids in commit order; the single
+// leader publishes in id order and a batch is all or nothing. docs/events.md
+// states the guarantee; relay_test.go proves it under concurrent writers.
 package relay
 
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
@@ -31,22 +43,41 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
+// LeaderLock is the advisory lock key the leader holds (in its database;
+// advisory locks are per database).
+const LeaderLock int64 = 0x646f637576617574 // "docuvaut"
+
 // Config tunes a Relay.
 type Config struct {
-	// BatchSize is how many rows one transaction claims (default 500).
+	// BatchSize is how many rows one transaction takes (default 1000).
 	BatchSize int
 	// PollInterval is the fallback wake-up when no notification arrives
 	// (default 1 s): notifications are lost while the LISTEN connection is
-	// down.
+	// down, and a writer may die between its commit and its NOTIFY.
 	PollInterval time.Duration
-	// RetryDelay is the pause after a failed batch (default 500 ms).
-	RetryDelay time.Duration
+	// LeaseRetry is how often a standby tries to become the leader
+	// (default 1 s).
+	LeaseRetry time.Duration
+	// MinBackoff and MaxBackoff bound the exponential pause after a failed
+	// batch or connection (defaults 100 ms and 5 s).
+	MinBackoff, MaxBackoff time.Duration
+	// ShutdownTimeout is how long the batch in flight may still take once
+	// Run is asked to stop (default 10 s).
+	ShutdownTimeout time.Duration
+	// Trim decides when stream entries are removed; see TrimConfig.
+	Trim TrimConfig
+	// Metrics, when not nil, receives the relay's measurements.
+	Metrics *Metrics
 }
 
 func (c Config) withDefaults() Config {
-	c.BatchSize = cmp.Or(c.BatchSize, 500)
+	c.BatchSize = cmp.Or(c.BatchSize, 1000)
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
-	c.RetryDelay = cmp.Or(c.RetryDelay, 500*time.Millisecond)
+	c.LeaseRetry = cmp.Or(c.LeaseRetry, time.Second)
+	c.MinBackoff = cmp.Or(c.MinBackoff, 100*time.Millisecond)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, 5*time.Second)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
+	c.Trim = c.Trim.withDefaults()
 	return c
 }
 
@@ -58,21 +89,29 @@ type Publisher interface {
 
 // Relay moves outbox rows to Redis Streams.
 type Relay struct {
-	cfg  Config
-	log  *slog.Logger
-	db   *pgxpool.Pool
-	pub  Publisher
-	wake chan struct{}
+	cfg     Config
+	log     *slog.Logger
+	db      *pgxpool.Pool
+	pub     Publisher
+	trimmer *Trimmer
+	wake    chan struct{}
 }
 
-// New returns a Relay reading db and publishing with pub.
+// New returns a Relay reading db and publishing with pub. When pub is a
+// StreamPublisher, the leader also trims the streams (see TrimConfig).
 func New(cfg Config, log *slog.Logger, db *pgxpool.Pool, pub Publisher) *Relay {
-	return &Relay{cfg: cfg.withDefaults(), log: log, db: db, pub: pub, wake: make(chan struct{}, 1)}
+	r := &Relay{cfg: cfg.withDefaults(), log: log, db: db, pub: pub, wake: make(chan struct{}, 1)}
+	if sp, ok := pub.(StreamPublisher); ok && sp.Redis != nil {
+		r.trimmer = &Trimmer{Redis: sp.Redis, Config: r.cfg.Trim, Log: log, Metrics: r.cfg.Metrics}
+	}
+	return r
 }
 
-// Run publishes until ctx is cancelled. It wakes on NOTIFY from a dedicated
-// connection (re-established after loss) and polls as a fallback. A batch
-// in flight when ctx is cancelled is rolled back, never half-marked.
+// Run relays until ctx is cancelled: it competes for leadership and, while
+// it leads, publishes. It wakes on NOTIFY from a dedicated connection
+// (re-established after loss) and polls as a fallback. When ctx is
+// cancelled, the batch in flight is finished and committed (within
+// ShutdownTimeout) and leadership is released before Run returns nil.
 func (r *Relay) Run(ctx context.Context) error {
 	listener := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
@@ -96,8 +135,89 @@ func (r *Relay) Run(ctx context.Context) error {
 	}()
 	defer func() { <-listenDone }()
 
+	backoff := r.newBackoff()
+	for ctx.Err() == nil {
+		conn, err := r.acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			r.log.Warn("relay leadership", "err", err)
+			backoff.wait(ctx)
+			continue
+		}
+		backoff.reset()
+		r.log.Info("leading: publishing the outbox")
+		r.cfg.Metrics.setLeader(true)
+		err = r.lead(ctx, conn)
+		r.cfg.Metrics.setLeader(false)
+		r.release(conn)
+		if err != nil && ctx.Err() == nil {
+			r.log.Warn("lost leadership", "err", err)
+			backoff.wait(ctx)
+		}
+	}
+	return nil
+}
+
+// Wake makes the leader look at the outbox now.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// acquire connects and waits until this connection holds the leader lock.
+// The connection does not wait for the WAL flush on commit: a delete lost
+// in a database crash only makes the relay publish those rows again, which
+// at-least-once delivery allows, and it spares the disk one flush per batch
+// that upload commits would otherwise queue behind.
+func (r *Relay) acquire(ctx context.Context) (*pgx.Conn, error) {
+	cc := r.db.Config().ConnConfig.Copy()
+	cc.RuntimeParams["synchronous_commit"] = "off"
+	cc.RuntimeParams["application_name"] = "docuvault-relay"
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	standby := false
+	for {
+		var got bool
+		if err := conn.QueryRow(ctx, `select pg_try_advisory_lock($1)`, LeaderLock).Scan(&got); err != nil {
+			_ = conn.Close(context.Background())
+			return nil, fmt.Errorf("take leader lock: %w", err)
+		}
+		if got {
+			return conn, nil
+		}
+		if !standby {
+			r.log.Info("standby: another relay leads")
+			standby = true
+		}
+		select {
+		case <-ctx.Done():
+			_ = conn.Close(context.Background())
+			return nil, ctx.Err()
+		case <-time.After(r.cfg.LeaseRetry):
+		}
+	}
+}
+
+// release gives the lock back and closes the leader's connection (closing
+// alone would release it too).
+func (r *Relay) release(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = conn.Exec(ctx, `select pg_advisory_unlock($1)`, LeaderLock)
+	_ = conn.Close(ctx)
+}
+
+// lead publishes on conn until ctx is cancelled (nil) or conn fails.
+func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
+	backoff := r.newBackoff()
 	for {
 		select {
 		case <-ctx.Done():
@@ -106,64 +226,103 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-poll.C:
 		}
 		// Drain: keep publishing while batches come back full.
-		for {
-			n, err := r.PublishBatch(ctx)
+		for ctx.Err() == nil {
+			n, err := r.publishBatch(ctx, conn)
 			if err != nil {
+				if conn.IsClosed() {
+					return err
+				}
 				if ctx.Err() != nil {
 					return nil
 				}
 				r.log.Error("publish outbox batch", "err", err)
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(r.cfg.RetryDelay):
+				backoff.wait(ctx)
+				// A connection that no longer answers cannot hold the lock.
+				pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				perr := conn.Ping(pingCtx)
+				cancel()
+				if perr != nil && ctx.Err() == nil {
+					return fmt.Errorf("leader connection: %w", perr)
 				}
 				continue
 			}
+			backoff.reset()
 			if n < r.cfg.BatchSize {
 				break
 			}
+		}
+		if r.trimmer != nil && ctx.Err() == nil {
+			r.trimmer.MaybeTrim(ctx)
 		}
 		poll.Reset(r.cfg.PollInterval)
 	}
 }
 
-// Wake makes Run look at the outbox now.
-func (r *Relay) Wake() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+// PublishBatch publishes one batch on a connection from the pool, outside
+// the leader election: for tests and one-off tools. Run is how the outbox
+// is relayed.
+func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
+	conn, err := r.db.Acquire(ctx)
+	if err != nil {
+		return 0, err
 	}
+	defer conn.Release()
+	return r.publishBatch(ctx, conn.Conn())
 }
 
-// PublishBatch claims up to BatchSize unpublished rows, publishes them and
-// marks them published, in one transaction. It returns how many it
-// published.
-func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
-	var n int
-	err := store.WithTx(ctx, r.db, func(tx pgx.Tx) error {
-		// Marking rows published need not wait for the WAL flush: a mark
-		// lost in a crash only makes the relay publish those rows again,
-		// which at-least-once delivery allows. It spares the disk one flush
-		// per batch, which upload commits would otherwise queue behind.
-		if _, err := tx.Exec(ctx, `set local synchronous_commit = off`); err != nil {
-			return err
-		}
-		rows, err := store.ClaimOutbox(ctx, tx, r.cfg.BatchSize)
+// publishBatch takes up to BatchSize rows, publishes them and commits their
+// removal, in one transaction on conn. Once started, a batch is finished
+// even if ctx is cancelled (within ShutdownTimeout), so a stopping relay
+// records what it sent and a restart sends nothing twice.
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout)
+	defer cancel()
+	var rows []store.OutboxRow
+	err := pgx.BeginFunc(bctx, conn, func(tx pgx.Tx) error {
+		var err error
+		rows, err = store.TakeOutbox(bctx, tx, r.cfg.BatchSize)
 		if err != nil || len(rows) == 0 {
 			return err
 		}
-		if err := r.pub.Publish(ctx, rows); err != nil {
+		start := time.Now()
+		if err := r.pub.Publish(bctx, rows); err != nil {
 			return err
 		}
-		ids := make([]int64, len(rows))
-		for i, row := range rows {
-			ids[i] = row.ID
-		}
-		n = len(rows)
-		return store.MarkPublished(ctx, tx, ids)
+		r.cfg.Metrics.published(rows, time.Since(start))
+		return nil
 	})
-	return n, err
+	if err != nil {
+		r.cfg.Metrics.failed()
+		return 0, err
+	}
+	r.cfg.Metrics.committed(rows)
+	if r.trimmer != nil {
+		for _, row := range rows {
+			r.trimmer.Track(row.Stream)
+		}
+	}
+	return len(rows), nil
+}
+
+// backoff is an exponential pause between MinBackoff and MaxBackoff.
+type backoff struct {
+	min, max, next time.Duration
+}
+
+func (r *Relay) newBackoff() *backoff {
+	return &backoff{min: r.cfg.MinBackoff, max: r.cfg.MaxBackoff, next: r.cfg.MinBackoff}
+}
+
+func (b *backoff) reset() { b.next = b.min }
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	b.next = min(2*b.next, b.max)
 }
 
 // StreamPublisher publishes rows to Redis Streams with one pipelined round
@@ -190,23 +349,10 @@ func Message(row store.OutboxRow) *message.Message {
 
 // Publish sends rows in one pipeline and fails if Redis refused any.
 func (p StreamPublisher) Publish(ctx context.Context, rows []store.OutboxRow) error {
-	pipe := p.Redis.Pipeline()
-	cmds := make([]*redis.StringCmd, len(rows))
+	entries := make([]Entry, len(rows))
 	for i, row := range rows {
-		values, err := marshaller.Marshal(row.Stream, Message(row))
-		if err != nil {
-			return fmt.Errorf("marshal event %s: %w", row.EventID, err)
-		}
-		cmds[i] = pipe.XAdd(ctx, &redis.XAddArgs{Stream: row.Stream, Values: values})
+		entries[i] = Entry{Stream: row.Stream, Message: Message(row)}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		var errs []error
-		for i, c := range cmds {
-			if c.Err() != nil {
-				errs = append(errs, fmt.Errorf("xadd %s to %s: %w", rows[i].EventID, rows[i].Stream, c.Err()))
-			}
-		}
-		return errors.Join(append(errs, err)...)
-	}
-	return nil
+	wp := WatermillPublisher{client: p.Redis, marshaller: marshaller, logger: watermill.NopLogger{}}
+	return wp.PublishEntries(ctx, entries)
 }

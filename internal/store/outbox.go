@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,14 +48,19 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 		ip = origin.ClientIP.String()
 	}
 	batch.Queue(`insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-			event_id, correlation_id, client_ip, user_agent, request_id, details)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, nullif($10, ''), nullif($11, ''), $12)`,
+			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13)`,
 		ev.OccurredAt, ev.Actor.Type, ev.Actor.ID, ev.Type, ev.AggregateType, ev.AggregateID,
-		ev.ID, ev.CorrelationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data)
+		ev.ID, ev.CorrelationID, ev.CausationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data)
+	queueOutbox(batch, ev, payload)
+	return nil
+}
+
+// queueOutbox adds the outbox row of ev (encoded as payload) to batch.
+func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte) {
 	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)
 		values ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, payload, ev.OccurredAt)
-	return nil
+		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt)
 }
 
 func truncate(s string, n int) string {
@@ -81,14 +88,17 @@ type OutboxRow struct {
 	CreatedAt     time.Time
 }
 
-// ClaimOutbox locks up to limit unpublished rows, oldest id first, skipping
-// rows another relay holds. It selects unpublished rows, never by id
-// high-water mark, so a transaction that commits after one with a higher id
-// is still published. The locks last as long as tx.
-func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRow, error) {
-	rows, err := tx.Query(ctx, `select id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at
-		from outbox where published_at is null
-		order by id limit $1 for update skip locked`, limit)
+// TakeOutbox deletes up to limit rows from the outbox, oldest id first,
+// skipping rows another transaction holds, and returns them in id order.
+// The rows are gone only if tx commits: the relay commits after Redis
+// accepted them, and a rollback (or a crash) puts them back.
+//
+// Rows are taken by presence, never by an id high-water mark, so a
+// transaction that commits after one with a higher id is still published.
+func TakeOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRow, error) {
+	rows, err := tx.Query(ctx, `delete from outbox where id in (
+			select id from outbox order by id limit $1 for update skip locked)
+		returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at`, limit)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -99,29 +109,78 @@ func ClaimOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRow, error)
 		r.Payload = []byte(payload)
 		return r, err
 	})
-	return out, translate(err)
-}
-
-// MarkPublished marks the rows with ids as published, in one statement.
-func MarkPublished(ctx context.Context, tx pgx.Tx, ids []int64) error {
-	_, err := tx.Exec(ctx, `update outbox set published_at = now(), attempts = attempts + 1 where id = any($1)`, ids)
-	return translate(err)
-}
-
-// RepublishStuckUploads makes the document.uploaded event of every document
-// still pending after olderThan unpublished again, so the relay sends it
-// once more: a lost stream entry (Redis restarted empty, a trimmed stream,
-// a dead-lettered delivery) cannot strand an upload. It returns how many
-// events it re-queued.
-func RepublishStuckUploads(ctx context.Context, db DBTX, olderThan time.Duration) (int64, error) {
-	tag, err := db.Exec(ctx, `update outbox o set published_at = null
-		from documents d
-		where d.status = 'pending' and d.created_at < now() - $1::interval
-		  and o.aggregate_id = d.id and o.event_type = 'document.uploaded'
-		  and o.published_at is not null and o.published_at < now() - $1::interval`,
-		olderThan)
 	if err != nil {
-		return 0, translate(err)
+		return nil, translate(err)
 	}
-	return tag.RowsAffected(), nil
+	// DELETE ... RETURNING gives no order.
+	slices.SortFunc(out, func(a, b OutboxRow) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// OutboxBacklog returns how many rows wait in the outbox and when the oldest
+// was written (zero when it is empty).
+func OutboxBacklog(ctx context.Context, db DBTX) (int64, time.Time, error) {
+	var n int64
+	var oldest *time.Time
+	err := db.QueryRow(ctx, `select count(*), min(created_at) from outbox`).Scan(&n, &oldest)
+	if err != nil || oldest == nil {
+		return n, time.Time{}, translate(err)
+	}
+	return n, *oldest, nil
+}
+
+// RequeueStuckUploads puts the document.uploaded event of every document
+// still pending after olderThan back in the outbox, rebuilt from its audit
+// row with its original id, so the relay sends it once more: a lost stream
+// entry (Redis restarted empty, a trimmed stream, a dead-lettered delivery)
+// cannot strand an upload. A document is re-queued at most once per
+// olderThan, and not while its event still waits in the outbox. It returns
+// how many events it re-queued.
+func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Duration, limit int) (int, error) {
+	n := 0
+	err := WithTx(ctx, db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `with stuck as (
+				update documents d set requeued_at = now()
+				where d.id in (select id from documents
+					where status = 'pending' and created_at < now() - $1::interval
+					  and (requeued_at is null or requeued_at < now() - $1::interval)
+					order by created_at limit $2 for update skip locked)
+				returning d.id)
+			select a.occurred_at, a.actor_type, a.actor_id, a.aggregate_type, a.aggregate_id,
+				a.event_id, a.correlation_id, a.causation_id, a.details::text
+			from stuck join audit_log a on a.aggregate_id = stuck.id and a.action = $3
+			where a.event_id is not null
+			  and not exists (select 1 from outbox o where o.event_id = a.event_id)`,
+			olderThan, limit, events.DocumentUploaded)
+		if err != nil {
+			return err
+		}
+		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (events.Envelope, error) {
+			ev := events.Envelope{Type: events.DocumentUploaded, Version: events.Version}
+			var corr *uuid.UUID
+			var data string
+			err := row.Scan(&ev.OccurredAt, &ev.Actor.Type, &ev.Actor.ID, &ev.AggregateType, &ev.AggregateID,
+				&ev.ID, &corr, &ev.CausationID, &data)
+			ev.OccurredAt = ev.OccurredAt.UTC()
+			if corr != nil {
+				ev.CorrelationID = *corr
+			}
+			ev.Data = json.RawMessage(data)
+			return ev, err
+		})
+		if err != nil {
+			return err
+		}
+		batch := &pgx.Batch{}
+		for _, ev := range evs {
+			payload, err := json.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("encode event: %w", err)
+			}
+			queueOutbox(batch, ev, payload)
+		}
+		n = len(evs)
+		return tx.SendBatch(ctx, batch).Close()
+	})
+	return n, translate(err)
 }
