@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn(w)
 	}
 	log = log.With("process", "api")
+	config.RedisLogs(log)
 
 	switch cmd {
 	case "", "serve":

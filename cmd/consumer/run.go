@@ -90,6 +90,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	log = log.With("process", "consumer")
+	config.RedisLogs(log)
 	for _, w := range src.Warnings {
 		log.Warn(w)
 	}

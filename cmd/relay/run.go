@@ -82,6 +82,7 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	log = log.With("process", "relay")
+	config.RedisLogs(log)
 	for _, w := range src.Warnings {
 		log.Warn(w)
 	}

@@ -1,10 +1,14 @@
 package config
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/term"
 )
 
@@ -33,4 +37,20 @@ func Logger(src *Source, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	}
 	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// RedisLogs sends go-redis's own messages (connection pool trouble, such as
+// "failed to dial") to log at warn level instead of plain lines on stderr,
+// so that logs stay one format. go-redis has one logger per process, set
+// once: the first call wins (tests run several binaries in one process).
+func RedisLogs(log *slog.Logger) {
+	redisLogsOnce.Do(func() { redis.SetLogger(redisLogger{log.With("component", "go-redis")}) })
+}
+
+var redisLogsOnce sync.Once
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
