@@ -450,3 +450,71 @@ func TestStockSubscriberReadsTheRelaysEntries(t *testing.T) {
 		}
 	}
 }
+
+// waitBackend waits (bounded) until a backend of the test's database runs a
+// query matching like, and returns its pid.
+func waitBackend(t *testing.T, db *pgxpool.Pool, where string) int {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var pid int
+		err := db.QueryRow(context.Background(), `select pid from pg_stat_activity
+			where datname = current_database() and pid <> pg_backend_pid() and `+where+` limit 1`).Scan(&pid)
+		if err == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no backend where %s within 15 s (%v)", where, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Both of the relay's dedicated connections come back after PostgreSQL
+// drops them: the LISTEN connection (NOTIFY wakes it again, with polling
+// off) and the leader's (it takes the lock again and publishes).
+func TestRelayConnectionsComeBack(t *testing.T) {
+	t.Parallel()
+	db, rdb := setup(t)
+	ctx := context.Background()
+	runRelay(t, relay.New(relay.Config{PollInterval: time.Hour, MinBackoff: 50 * time.Millisecond},
+		testenv.Logger(t), db, relay.StreamPublisher{Redis: rdb}))
+	published := func(what string) {
+		t.Helper()
+		id := record(t, db)
+		deadline := time.Now().Add(15 * time.Second)
+		for streamIDs(t, rdb)[id] == 0 {
+			// Notify until it lands: the listener may still be reconnecting.
+			if _, err := db.Exec(ctx, `select pg_notify($1, '')`, store.OutboxChannel); err != nil {
+				t.Fatal(err)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: event not published within 15 s without polling", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	listen := waitBackend(t, db, `query ilike 'listen %'`)
+	leader := waitBackend(t, db, `application_name = 'docuvault-relay'`)
+	published("before")
+
+	if _, err := db.Exec(ctx, `select pg_terminate_backend($1)`, listen); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitBackend(t, db, `query ilike 'listen %'`); got == listen {
+		t.Fatal("the same LISTEN backend after terminating it")
+	}
+	published("after the LISTEN connection was dropped")
+
+	if _, err := db.Exec(ctx, `select pg_terminate_backend($1)`, leader); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	published("after the leader's connection was dropped")
+	if got := waitBackend(t, db, `application_name = 'docuvault-relay'`); got == leader {
+		t.Error("the same leader backend after terminating it")
+	}
+	if n := advisoryLocks(t, db); n != 1 {
+		t.Errorf("%d advisory locks; want the new leader connection's one", n)
+	}
+}
