@@ -126,7 +126,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var owner *uuid.UUID // phase 1: uploads have no owner
+	owner := Owner(ctx) // nil in phase 1: uploads have no owner
 	if idemKey != "" {
 		if doc, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
 			s.replayUpload(w, doc)
