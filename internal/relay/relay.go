@@ -5,9 +5,9 @@
 // leaves the rows in the outbox, and the next batch sends them again.
 // Subscribers deduplicate by event id.
 //
-// Rows are taken by presence in the outbox, never by an id high-water mark,
-// so a transaction that commits after one with a higher id is still
-// published.
+// Rows are taken by presence in the outbox, never by an id high-water mark
+// alone, so a transaction that commits after one with a higher id is still
+// published (see cursor).
 //
 // Several relays may run: they elect one leader with a PostgreSQL advisory
 // lock held by a dedicated connection, and only the leader publishes, on
@@ -64,6 +64,9 @@ type Config struct {
 	// ShutdownTimeout is how long the batch in flight may still take once
 	// Run is asked to stop (default 10 s).
 	ShutdownTimeout time.Duration
+	// FullScanEvery is how often the leader scans the outbox from its
+	// lowest id as a safety net (default 10 s); see cursor.
+	FullScanEvery time.Duration
 	// Trim decides when stream entries are removed; see TrimConfig.
 	Trim TrimConfig
 	// Metrics, when not nil, receives the relay's measurements.
@@ -77,6 +80,7 @@ func (c Config) withDefaults() Config {
 	c.MinBackoff = cmp.Or(c.MinBackoff, 100*time.Millisecond)
 	c.MaxBackoff = cmp.Or(c.MaxBackoff, 5*time.Second)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
+	c.FullScanEvery = cmp.Or(c.FullScanEvery, 10*time.Second)
 	c.Trim = c.Trim.withDefaults()
 	return c
 }
@@ -218,6 +222,7 @@ func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	backoff := r.newBackoff()
+	cur := newCursor(r.cfg.FullScanEvery)
 	for {
 		select {
 		case <-ctx.Done():
@@ -225,9 +230,11 @@ func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
 		case <-r.wake:
 		case <-poll.C:
 		}
-		// Drain: keep publishing while batches come back full.
+		// Drain: keep publishing while batches come back full or a rescan
+		// is due.
 		for ctx.Err() == nil {
-			n, err := r.publishBatch(ctx, conn)
+			from := cur.next(time.Now())
+			rows, xid, xmin, err := r.publishBatch(ctx, conn, from)
 			if err != nil {
 				if conn.IsClosed() {
 					return err
@@ -247,7 +254,8 @@ func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
 				continue
 			}
 			backoff.reset()
-			if n < r.cfg.BatchSize {
+			cur.observe(time.Now(), from, rows, xid, xmin, r.cfg.BatchSize)
+			if !cur.more() {
 				break
 			}
 		}
@@ -258,29 +266,33 @@ func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
 	}
 }
 
-// PublishBatch publishes one batch on a connection from the pool, outside
-// the leader election: for tests and one-off tools. Run is how the outbox
-// is relayed.
+// PublishBatch publishes one batch, from the lowest id, on a connection
+// from the pool and outside the leader election: for tests and one-off
+// tools. Run is how the outbox is relayed.
 func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	conn, err := r.db.Acquire(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer conn.Release()
-	return r.publishBatch(ctx, conn.Conn())
+	rows, _, _, err := r.publishBatch(ctx, conn.Conn(), 0)
+	return len(rows), err
 }
 
-// publishBatch takes up to BatchSize rows, publishes them and commits their
-// removal, in one transaction on conn. Once started, a batch is finished
-// even if ctx is cancelled (within ShutdownTimeout), so a stopping relay
-// records what it sent and a restart sends nothing twice.
-func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
+// publishBatch takes up to BatchSize rows with ids above after, publishes
+// them and commits their removal, in one transaction on conn; it also
+// returns the transaction's id and its snapshot's xmin (see cursor). Once
+// started, a batch is finished even if ctx is cancelled (within
+// ShutdownTimeout), so a stopping relay records what it sent and a restart
+// sends nothing twice.
+func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn, after int64) ([]store.OutboxRow, uint64, uint64, error) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.ShutdownTimeout)
 	defer cancel()
 	var rows []store.OutboxRow
+	var xid, xmin uint64
 	err := pgx.BeginFunc(bctx, conn, func(tx pgx.Tx) error {
 		var err error
-		rows, err = store.TakeOutbox(bctx, tx, r.cfg.BatchSize)
+		rows, xid, xmin, err = store.TakeOutbox(bctx, tx, after, r.cfg.BatchSize)
 		if err != nil || len(rows) == 0 {
 			return err
 		}
@@ -293,7 +305,7 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
 	})
 	if err != nil {
 		r.cfg.Metrics.failed()
-		return 0, err
+		return nil, 0, 0, err
 	}
 	r.cfg.Metrics.committed(rows)
 	if r.trimmer != nil {
@@ -301,7 +313,7 @@ func (r *Relay) publishBatch(ctx context.Context, conn *pgx.Conn) (int, error) {
 			r.trimmer.Track(row.Stream)
 		}
 	}
-	return len(rows), nil
+	return rows, xid, xmin, nil
 }
 
 // backoff is an exponential pause between MinBackoff and MaxBackoff.

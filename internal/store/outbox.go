@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -88,33 +89,57 @@ type OutboxRow struct {
 	CreatedAt     time.Time
 }
 
-// TakeOutbox deletes up to limit rows from the outbox, oldest id first,
-// skipping rows another transaction holds, and returns them in id order.
-// The rows are gone only if tx commits: the relay commits after Redis
-// accepted them, and a rollback (or a crash) puts them back.
+// TakeOutbox deletes up to limit rows with ids above after from the
+// outbox, oldest id first, skipping rows another transaction holds, and
+// returns them in id order. The rows are gone only if tx commits: the
+// relay commits after Redis accepted them, and a rollback (or a crash)
+// puts them back.
 //
-// Rows are taken by presence, never by an id high-water mark, so a
-// transaction that commits after one with a higher id is still published.
-func TakeOutbox(ctx context.Context, tx pgx.Tx, limit int) ([]OutboxRow, error) {
-	rows, err := tx.Query(ctx, `delete from outbox where id in (
-			select id from outbox order by id limit $1 for update skip locked)
-		returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at`, limit)
+// It also returns the id of tx's own transaction (assigned by the
+// statement, after its snapshot was taken) and the xmin of the statement's
+// snapshot (the oldest transaction still running): relay.cursor uses them
+// to choose an after that cannot skip a transaction committing late.
+func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []OutboxRow, xid, xmin uint64, err error) {
+	res, err := tx.Query(ctx, `with taken as (
+			delete from outbox where id in (
+				select id from outbox where id > $1 order by id limit $2 for update skip locked)
+			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at)
+		select pg_current_xact_id()::text, pg_snapshot_xmin(pg_current_snapshot())::text,
+			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at
+		from (select 1) as one left join taken t on true`, after, limit)
 	if err != nil {
-		return nil, translate(err)
+		return nil, 0, 0, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRow, error) {
+	defer res.Close()
+	var xidText, xminText string
+	for res.Next() {
+		var id *int64
 		var r OutboxRow
-		var payload string
-		err := row.Scan(&r.ID, &r.EventID, &r.Stream, &r.EventType, &r.AggregateID, &r.CorrelationID, &payload, &r.CreatedAt)
-		r.Payload = []byte(payload)
-		return r, err
-	})
-	if err != nil {
-		return nil, translate(err)
+		var eventID, aggregateID *uuid.UUID
+		var stream, eventType, payload *string
+		var createdAt *time.Time
+		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt); err != nil {
+			return nil, 0, 0, translate(err)
+		}
+		if id == nil {
+			continue // nothing taken: the one row of ids alone
+		}
+		r.ID, r.EventID, r.Stream, r.EventType, r.AggregateID = *id, *eventID, *stream, *eventType, *aggregateID
+		r.Payload, r.CreatedAt = []byte(*payload), *createdAt
+		rows = append(rows, r)
+	}
+	if err := res.Err(); err != nil {
+		return nil, 0, 0, translate(err)
 	}
 	// DELETE ... RETURNING gives no order.
-	slices.SortFunc(out, func(a, b OutboxRow) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
+	slices.SortFunc(rows, func(a, b OutboxRow) int { return cmp.Compare(a.ID, b.ID) })
+	if xid, err = strconv.ParseUint(xidText, 10, 64); err != nil {
+		return nil, 0, 0, fmt.Errorf("transaction id %q: %w", xidText, err)
+	}
+	if xmin, err = strconv.ParseUint(xminText, 10, 64); err != nil {
+		return nil, 0, 0, fmt.Errorf("snapshot xmin %q: %w", xminText, err)
+	}
+	return rows, xid, xmin, nil
 }
 
 // OutboxBacklog returns how many rows wait in the outbox and when the oldest
