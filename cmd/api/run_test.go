@@ -97,6 +97,7 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		"MINIO_ROOT_PASSWORD": "p",
 		"REDIS_URL":           "redis://127.0.0.1:6379/0",
 		"HTTP_ADDR":           "127.0.0.1:0",
+		"SECRET_KEY":          "0123456789abcdef0123456789abcdef",
 	}
 	cases := []struct {
 		name    string
@@ -120,6 +121,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"upload max negative", nil, good.With("UPLOAD_MAX_BYTES", "-1"), "UPLOAD_MAX_BYTES"},
 		{"upload max words", nil, good.With("UPLOAD_MAX_BYTES", "100MB"), "UPLOAD_MAX_BYTES"},
 		{"duplicate policy", nil, good.With("DUPLICATE_POLICY", "maybe"), "DUPLICATE_POLICY"},
+		{"no secret key", nil, good.With("SECRET_KEY", ""), "SECRET_KEY"},
+		{"short secret key", nil, good.With("SECRET_KEY", "change-me"), "SECRET_KEY"},
 		{"log level", nil, good.With("LOG_LEVEL", "loud"), "LOG_LEVEL"},
 		{"log format", nil, good.With("LOG_FORMAT", "xml"), "LOG_FORMAT"},
 		{"migrate without its URL", []string{"migrate"}, good, "DATABASE_MIGRATE_URL"},

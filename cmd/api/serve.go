@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/config"
 	"github.com/docuvault/docuvault/internal/httpapi"
 	"github.com/docuvault/docuvault/internal/httpserver"
@@ -20,12 +21,14 @@ import (
 
 // Config is the API server's configuration.
 type Config struct {
-	Database        *pgxpool.Config // DATABASE_URL, the runtime role
-	Redis           *redis.Options  // REDIS_URL
-	S3              config.S3       // MINIO_*
-	HTTPAddr        string          // HTTP_ADDR, also serves /metrics
-	UploadMaxBytes  int64           // UPLOAD_MAX_BYTES
-	DuplicatePolicy string          // DUPLICATE_POLICY: allow or reject
+	Database        *pgxpool.Config   // DATABASE_URL, the runtime role
+	Redis           *redis.Options    // REDIS_URL
+	S3              config.S3         // MINIO_*
+	HTTPAddr        string            // HTTP_ADDR, also serves /metrics
+	UploadMaxBytes  int64             // UPLOAD_MAX_BYTES
+	DuplicatePolicy string            // DUPLICATE_POLICY: allow or reject
+	Quota           store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
+	SecretKey       string            // SECRET_KEY: seals cloud credentials (HKDF-derived key)
 }
 
 // DefaultPoolSize is the API's PostgreSQL pool size unless DATABASE_URL
@@ -60,6 +63,12 @@ func loadServeConfig(src *config.Source) (Config, error) {
 		}
 	}
 	cfg.DuplicatePolicy = cmp.Or(src.Get("DUPLICATE_POLICY"), "allow")
+	if cfg.Quota.Bytes, cfg.Quota.Documents, err = config.QuotaDefaults(src); err != nil {
+		return cfg, err
+	}
+	if cfg.SecretKey, err = config.Secret(src); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -98,10 +107,16 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 	defer stopNotify()
 	go notifier.Run(notifyCtx)
 
+	sealer, err := cloudsync.NewSealer(cfg.SecretKey)
+	if err != nil {
+		return err
+	}
+
 	reg := metrics.NewRegistry()
 	h := httpapi.New(httpapi.Deps{
+		Cloud:    cloudsync.NewConnector(sealer),
 		Notifier: notifier,
-		Config:   httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy},
+		Config:   httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy, Quota: cfg.Quota},
 		Log:      log,
 		DB:       pool,
 		Redis:    rdb,

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/config"
 	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/health"
@@ -24,16 +25,18 @@ import (
 const usage = `usage: consumer [--env-file PATH]
 
 Consumes document events from Redis Streams. Settings: DATABASE_URL, REDIS_URL,
-MINIO_ENDPOINT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, MINIO_BUCKET,
+MINIO_ENDPOINT, MINIO_ROOT_USER, MINIO_ROOT_PASSWORD, MINIO_BUCKET, SECRET_KEY,
 METRICS_ADDR (default 127.0.0.1:9102); .env.example documents every key.
 `
 
 // Config is the consumer's configuration.
 type Config struct {
-	Database    *pgxpool.Config // DATABASE_URL
-	Redis       *redis.Options  // REDIS_URL
-	S3          config.S3       // MINIO_*
-	MetricsAddr string          // METRICS_ADDR: /metrics, /healthz, /readyz
+	Database    *pgxpool.Config   // DATABASE_URL
+	Redis       *redis.Options    // REDIS_URL
+	S3          config.S3         // MINIO_*
+	MetricsAddr string            // METRICS_ADDR: /metrics, /healthz, /readyz
+	Quota       store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
+	SecretKey   string            // SECRET_KEY: opens cloud credentials (HKDF-derived key)
 }
 
 func loadConfig(src *config.Source) (Config, error) {
@@ -52,9 +55,15 @@ func loadConfig(src *config.Source) (Config, error) {
 		// Each finalize worker holds a connection at a time, and the
 		// notifier and the sweep need theirs: pgx's default (4 here) made
 		// workers queue for connections.
-		cfg.Database.MaxConns = 2 * finalizeWorkers
+		cfg.Database.MaxConns = 4 * finalizeWorkers
 	}
 	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9102")
+	if cfg.Quota.Bytes, cfg.Quota.Documents, err = config.QuotaDefaults(src); err != nil {
+		return cfg, err
+	}
+	if cfg.SecretKey, err = config.Secret(src); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -133,9 +142,21 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 
 	notifier := store.NewNotifier(pool, log)
 	go notifier.Run(ctx)
-	fin := finalize.New(log, pool, blobs, notifier)
+	fin := finalize.New(log, pool, blobs, notifier, cfg.Quota)
 	router, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
 	if err != nil {
+		cancel()
+		return errors.Join(err, <-serverErr)
+	}
+	// Cloud sync: a handler in its own consumer group plans the copies and
+	// removals; the syncer's workers make them (cloudsync package doc).
+	sealer, err := cloudsync.NewSealer(cfg.SecretKey)
+	if err != nil {
+		cancel()
+		return errors.Join(err, <-serverErr)
+	}
+	syncer := cloudsync.New(log, pool, blobs, cloudsync.NewConnector(sealer), notifier, cloudsync.Config{})
+	if err := addCloudSyncHandler(log, router, cfg.Redis, consumerName(cfg.MetricsAddr), syncer); err != nil {
 		cancel()
 		return errors.Join(err, <-serverErr)
 	}
@@ -143,6 +164,11 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	go func() {
 		defer close(sweepDone)
 		fin.Sweep(ctx, finalize.SweepConfig{})
+	}()
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		syncer.Run(ctx)
 	}()
 	routerErr := make(chan error, 1)
 	go func() { routerErr <- router.Run(ctx) }()
@@ -171,6 +197,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 		cancel()
 	}
 	<-sweepDone
+	<-syncDone
 	err = errors.Join(runErr, <-serverErr)
 	log.Info("stopped")
 	return err

@@ -41,6 +41,7 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		"LOG_LEVEL":      "chatty",
 		"MINIO_ENDPOINT": "no-port",
 		"MINIO_BUCKET":   "UPPER",
+		"SECRET_KEY":     "too-short",
 	} {
 		t.Run(key, func(t *testing.T) {
 			err := run(context.Background(), nil, good.With(key, bad).Getenv, io.Discard)

@@ -249,3 +249,26 @@ func Secret(src *Source) (string, error) {
 	}
 	return raw, SecretKey("SECRET_KEY", raw)
 }
+
+// Default quota limits: what an owner may store unless its quotas row sets
+// its own limits.
+const (
+	DefaultQuotaBytes     = 10 << 30 // 10 GiB
+	DefaultQuotaDocuments = 100_000
+)
+
+// QuotaDefaults reads QUOTA_DEFAULT_BYTES and QUOTA_DEFAULT_DOCUMENTS.
+func QuotaDefaults(src *Source) (bytes, documents int64, err error) {
+	bytes, documents = DefaultQuotaBytes, DefaultQuotaDocuments
+	if raw := src.Get("QUOTA_DEFAULT_BYTES"); raw != "" {
+		if bytes, err = PositiveInt("QUOTA_DEFAULT_BYTES", raw); err != nil {
+			return 0, 0, err
+		}
+	}
+	if raw := src.Get("QUOTA_DEFAULT_DOCUMENTS"); raw != "" {
+		if documents, err = PositiveInt("QUOTA_DEFAULT_DOCUMENTS", raw); err != nil {
+			return 0, 0, err
+		}
+	}
+	return bytes, documents, nil
+}

@@ -20,10 +20,14 @@ const (
 	StreamDocuments = "docuvault.documents"
 	StreamTopics    = "docuvault.topics"
 	StreamFolders   = "docuvault.folders"
+	// StreamCloudConnections carries cloud_connection.* events. The
+	// cloud_sync.* events are about a document and travel on
+	// StreamDocuments, in order with that document's other events.
+	StreamCloudConnections = "docuvault.cloud_connections"
 )
 
 // Streams lists every stream the relay publishes to.
-var Streams = []string{StreamDocuments, StreamTopics, StreamFolders}
+var Streams = []string{StreamDocuments, StreamTopics, StreamFolders, StreamCloudConnections}
 
 // Event types.
 const (
@@ -37,6 +41,17 @@ const (
 	FolderCreated     = "folder.created"
 	FolderUpdated     = "folder.updated"
 	FolderDeleted     = "folder.deleted"
+
+	CloudConnectionCreated = "cloud_connection.created"
+	CloudConnectionUpdated = "cloud_connection.updated"
+	CloudConnectionDeleted = "cloud_connection.deleted"
+	// CloudSyncCompleted: a document was copied to a connection.
+	CloudSyncCompleted = "cloud_sync.completed"
+	// CloudSyncRemoved: the remote copy of a deleted document was removed.
+	CloudSyncRemoved = "cloud_sync.removed"
+	// CloudSyncFailed: a copy or removal was given up after its last
+	// attempt.
+	CloudSyncFailed = "cloud_sync.failed"
 )
 
 // Version is the envelope version every event type is at; a change that
@@ -86,6 +101,8 @@ func (e Envelope) Stream() string {
 		return StreamTopics
 	case "folder":
 		return StreamFolders
+	case "cloud_connection":
+		return StreamCloudConnections
 	}
 	return "docuvault." + e.AggregateType + "s"
 }
@@ -149,4 +166,31 @@ type Folder struct {
 	UserID   *uuid.UUID `json:"user_id"`
 	ParentID *uuid.UUID `json:"parent_id"`
 	Name     string     `json:"name"`
+}
+
+// CloudConnection is the data of cloud_connection events: the connection
+// as it is after the change. It never carries credentials.
+type CloudConnection struct {
+	ID           uuid.UUID       `json:"id"`
+	UserID       *uuid.UUID      `json:"user_id"`
+	Provider     string          `json:"provider"`
+	Name         string          `json:"name"`
+	Settings     json.RawMessage `json:"settings"`
+	Status       string          `json:"status"`
+	DeleteRemote bool            `json:"delete_remote"`
+}
+
+// CloudSync is the data of cloud_sync events (aggregate: the document).
+// Operation is copy or remove; ETag and SizeBytes are set on
+// cloud_sync.completed, Error on cloud_sync.failed.
+type CloudSync struct {
+	DocumentID   uuid.UUID `json:"document_id"`
+	ConnectionID uuid.UUID `json:"connection_id"`
+	Provider     string    `json:"provider"`
+	Operation    string    `json:"operation"`
+	RemoteKey    string    `json:"remote_key"`
+	Attempts     int       `json:"attempts"`
+	ETag         string    `json:"etag,omitempty"`
+	SizeBytes    int64     `json:"size_bytes,omitempty"`
+	Error        string    `json:"error,omitempty"`
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
@@ -41,13 +42,18 @@ type Finalizer struct {
 	db     *pgxpool.Pool
 	blobs  *blob.Store
 	notify *store.Notifier
+	quota  store.QuotaLimits
 }
 
-// New returns a Finalizer. notify (may be nil) wakes the relay after the
-// finalizer committed events.
-func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.Notifier) *Finalizer {
-	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify}
+// New returns a Finalizer charging owners' quotas with quota as the default
+// limits. notify (may be nil) wakes the relay after the finalizer committed
+// events.
+func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.Notifier, quota store.QuotaLimits) *Finalizer {
+	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify, quota: quota}
 }
+
+// errOverQuota rolls back a finish that would take the owner over quota.
+var errOverQuota = errors.New("over quota")
 
 // Handle is the Watermill handler for the document stream: it finalises
 // document.uploaded, purges the objects of document.deleted and ignores
@@ -71,11 +77,35 @@ func (f *Finalizer) Handle(msg *message.Message) error {
 // SHA-256), copies it server-side to its final key, removes the staging
 // object and, in one transaction, marks the document ready (or rejected
 // with a reason) with its audit row and event.
+//
+// Deliveries of the same document are serialised by an advisory lock, so
+// a concurrent duplicate waits and then finds the work done, instead of
+// racing for the objects (one moving them while the other looks for them).
 func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
-	if done, err := store.Processed(ctx, f.db, ConsumerName, ev.ID); err != nil || done {
+	conn, err := f.db.Acquire(ctx)
+	if err != nil {
 		return err
 	}
-	doc, err := store.GetDocument(ctx, f.db, ev.AggregateID)
+	defer conn.Release()
+	// One round trip: take the document's lock, then (in that order) see
+	// whether this event was handled and read the document.
+	lockKey := ev.AggregateID.String()
+	batch := &pgx.Batch{}
+	batch.Queue(`select pg_advisory_lock(hashtextextended($1, 0))`, lockKey)
+	processed := store.QueueProcessed(batch, ConsumerName, ev.ID)
+	document := store.QueueGetDocument(batch, ev.AggregateID)
+	results := conn.SendBatch(ctx, batch)
+	_, lockErr := results.Exec()
+	done, doneErr := processed(results)
+	doc, err := document(results)
+	closeErr := results.Close()
+	if lockErr != nil {
+		return errors.Join(lockErr, closeErr)
+	}
+	defer unlockDocument(ctx, conn, lockKey)
+	if err := errors.Join(doneErr, closeErr); err != nil || done {
+		return err
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		f.log.Warn("uploaded event for a document that does not exist", "document_id", ev.AggregateID, "event_id", ev.ID)
 		return nil
@@ -83,11 +113,35 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 	if err != nil {
 		return err
 	}
+	return f.finalize(ctx, conn, ev, doc)
+}
+
+// db is what the finalizer runs its statements on: the connection holding
+// the document's lock (so a finalisation never waits for a second
+// connection while holding one) or the pool.
+type db interface {
+	store.DBTX
+	store.Beginner
+}
+
+// unlockDocument releases the document's advisory lock; if that fails the
+// connection is closed, so the lock cannot outlive the call.
+func unlockDocument(ctx context.Context, conn *pgxpool.Conn, key string) {
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := conn.Exec(uctx, `select pg_advisory_unlock(hashtextextended($1, 0))`, key); err != nil {
+		_ = conn.Conn().Close(uctx)
+	}
+}
+
+// finalize does the work of Finalize for the pending (or not) doc, holding
+// its lock on conn.
+func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, doc store.Document) error {
 	staging, final := blob.StagingKey(doc.ID), blob.FinalKey(doc.UserID, doc.ID)
 	switch doc.Status {
 	case store.StatusPending:
 	case store.StatusDeleted:
-		return f.purge(ctx, doc.ID, doc.UserID)
+		return f.purge(ctx, conn, doc.ID, doc.UserID)
 	default:
 		return nil // already finalised (another delivery won)
 	}
@@ -99,7 +153,7 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 		// or the bytes are gone.
 		size, sum, err = f.blobs.Hash(ctx, final)
 		if errors.Is(err, blob.ErrNotFound) {
-			return f.finish(ctx, ev, doc, store.StatusRejected, store.ReasonObjectMissing)
+			return f.finish(ctx, conn, ev, doc, store.StatusRejected, store.ReasonObjectMissing)
 		}
 		if err != nil {
 			return err
@@ -109,13 +163,25 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 			if err := f.blobs.Remove(ctx, final); err != nil {
 				return err
 			}
-			return f.finish(ctx, ev, doc, store.StatusRejected, reason)
+			return f.finish(ctx, conn, ev, doc, store.StatusRejected, reason)
 		}
 	case err != nil:
 		return err
 	default:
-		if reason := verify(doc, size, sum); reason != "" {
-			if err := f.finish(ctx, ev, doc, store.StatusRejected, reason); err != nil {
+		reason := verify(doc, size, sum)
+		if reason == "" && doc.UserID != nil {
+			// Spare the copy when the quota clearly cannot take it; the
+			// charge at commit is what counts.
+			q, err := store.GetQuota(ctx, conn, *doc.UserID, f.quota)
+			if err != nil {
+				return err
+			}
+			if ok, _ := q.Fits(doc.SizeBytes); !ok {
+				reason = store.ReasonQuotaExceeded
+			}
+		}
+		if reason != "" {
+			if err := f.finish(ctx, conn, ev, doc, store.StatusRejected, reason); err != nil {
 				return err
 			}
 			return f.blobs.Remove(ctx, staging)
@@ -127,7 +193,18 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 			return err
 		}
 	}
-	return f.finish(ctx, ev, doc, store.StatusReady, "")
+	err = f.finish(ctx, conn, ev, doc, store.StatusReady, "")
+	if errors.Is(err, errOverQuota) {
+		// Other uploads took the owner's last bytes meanwhile. Remove the
+		// copy before recording the rejection, so that no object outlives
+		// it; a crash in between makes the redelivery reject the document
+		// as object_missing instead.
+		if err := f.blobs.Remove(ctx, final); err != nil {
+			return err
+		}
+		return f.finish(ctx, conn, ev, doc, store.StatusRejected, store.ReasonQuotaExceeded)
+	}
+	return err
 }
 
 // verify returns the reject reason for an object that does not match its
@@ -142,12 +219,13 @@ func verify(doc store.Document, size int64, sum []byte) string {
 	return ""
 }
 
-// finish commits the outcome: the status change, the consumer's processed
+// finish commits the outcome: the status change, the owner's quota charge
+// (for ready; errOverQuota if it does not fit), the consumer's processed
 // mark, the audit row and the finalized/rejected event, all or nothing. If
 // the document stopped being pending meanwhile (another delivery finished
 // first, or it was deleted) it writes nothing; for a deleted document it
 // removes the copy this attempt made.
-func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Document, status, reason string) error {
+func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc store.Document, status, reason string) error {
 	final := blob.FinalKey(doc.UserID, doc.ID)
 	var reasonPtr *string
 	key := ""
@@ -159,7 +237,7 @@ func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Do
 		key = final
 	}
 	stale := false
-	err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
+	err := store.WithTx(ctx, conn, func(tx pgx.Tx) error {
 		fresh, err := store.MarkProcessed(ctx, tx, ConsumerName, ev.ID)
 		if err != nil {
 			return err
@@ -176,6 +254,15 @@ func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Do
 		if err != nil {
 			return err
 		}
+		if status == store.StatusReady && doc.UserID != nil {
+			ok, err := store.ChargeQuota(ctx, tx, *doc.UserID, doc.SizeBytes, f.quota)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errOverQuota
+			}
+		}
 		out, err := events.New(typ, "document", doc.ID, events.System, ev.CorrelationID, &ev, updated.EventData())
 		if err != nil {
 			return err
@@ -186,9 +273,9 @@ func (f *Finalizer) finish(ctx context.Context, ev events.Envelope, doc store.Do
 		return err
 	}
 	if stale {
-		cur, err := store.GetDocument(ctx, f.db, doc.ID)
+		cur, err := store.GetDocument(ctx, conn, doc.ID)
 		if err == nil && cur.Status == store.StatusDeleted {
-			return f.purge(ctx, doc.ID, doc.UserID)
+			return f.purge(ctx, conn, doc.ID, doc.UserID)
 		}
 		return err
 	}
@@ -207,16 +294,16 @@ func (f *Finalizer) Purge(ctx context.Context, ev events.Envelope) error {
 	if err := json.Unmarshal(ev.Data, &data); err != nil {
 		return fmt.Errorf("%w: event %s data: %v", ErrMalformed, ev.ID, err)
 	}
-	return f.purge(ctx, ev.AggregateID, data.UserID)
+	return f.purge(ctx, f.db, ev.AggregateID, data.UserID)
 }
 
 // purge removes both possible objects of a deleted document and records
 // that they are gone.
-func (f *Finalizer) purge(ctx context.Context, id uuid.UUID, owner *uuid.UUID) error {
+func (f *Finalizer) purge(ctx context.Context, conn db, id uuid.UUID, owner *uuid.UUID) error {
 	for _, k := range []string{blob.StagingKey(id), blob.FinalKey(owner, id)} {
 		if err := f.blobs.Remove(ctx, k); err != nil {
 			return fmt.Errorf("remove %s: %w", k, err)
 		}
 	}
-	return store.MarkPurged(ctx, f.db, id)
+	return store.MarkPurged(ctx, conn, id)
 }

@@ -37,7 +37,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	pool := testenv.Pool(t, db.AppURL)
-	return &fixture{db: pool, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, fin: finalize.New(testenv.Logger(t), pool, blobs, nil)}
+	return &fixture{db: pool, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, fin: finalize.New(testenv.Logger(t), pool, blobs, nil, store.QuotaLimits{Bytes: 1 << 40, Documents: 1 << 20})}
 }
 
 // upload does what the API does: stage the bytes, then commit the pending

@@ -108,7 +108,7 @@ func (f *Finalizer) SweepOnce(ctx context.Context, cfg SweepConfig) (SweepResult
 		return res, err
 	}
 	for _, d := range deleted {
-		if err := f.purge(ctx, d.ID, d.UserID); err != nil {
+		if err := f.purge(ctx, f.db, d.ID, d.UserID); err != nil {
 			return res, err
 		}
 		res.Purged++

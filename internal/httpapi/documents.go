@@ -215,6 +215,22 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if owner != nil {
+		// Refuse up front what the owner's quota cannot take. Concurrent
+		// uploads may all pass this check: the charge when a document
+		// becomes ready is atomic, and rejects (quota_exceeded) whatever no
+		// longer fits then.
+		q, err := store.GetQuota(ctx, s.DB, *owner, s.Config.Quota)
+		if err != nil {
+			s.fail(w, r, dbErr(err))
+			return
+		}
+		if ok, which := q.Fits(put.Size); !ok {
+			s.fail(w, r, quotaExceeded(q, which, put.Size))
+			return
+		}
+	}
+
 	doc := store.Document{
 		ID: id, UserID: owner, TopicID: form.topicID, FolderID: form.folderID,
 		Filename: filename, ContentType: detectContentType(put.Head, clientType),
@@ -286,6 +302,19 @@ func (s *server) replayUpload(w http.ResponseWriter, doc store.Document) {
 	w.Header().Set("Location", documentPath(doc.ID))
 	w.Header().Set("Idempotent-Replayed", "true")
 	writeJSON(w, http.StatusAccepted, toDocumentJSON(doc))
+}
+
+// quotaExceeded is the 507 problem of an upload the owner's quota cannot
+// take; which is the limit it breaks, "bytes" or "documents".
+func quotaExceeded(q store.Quota, which string, size int64) error {
+	detail := fmt.Sprintf("this upload of %d bytes would exceed the storage quota: %d of %d bytes used", size, q.UsedBytes, q.MaxBytes)
+	limit, used := q.MaxBytes, q.UsedBytes
+	if which == "documents" {
+		detail = fmt.Sprintf("the document quota is reached: %d of %d documents", q.UsedDocuments, q.MaxDocuments)
+		limit, used = q.MaxDocuments, q.UsedDocuments
+	}
+	return &apiError{status: http.StatusInsufficientStorage, typ: "quota-exceeded", title: "Quota exceeded", detail: detail,
+		extra: map[string]any{"quota": which, "limit": limit, "used": used}}
 }
 
 func (s *server) tooLarge() error {
@@ -495,7 +524,12 @@ func (s *server) getDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toDocumentJSON(doc))
+	out, err := s.withCloudSync(r, toDocumentJSON(doc)) // + "cloud_sync" (cloud.go)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // documentFromPath loads the document named by {id}; deleted documents

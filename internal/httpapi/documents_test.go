@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/minio/minio-go/v7"
 	"github.com/redis/go-redis/v9"
@@ -50,9 +51,20 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 		Config: cfg, Log: testenv.Logger(t), DB: testenv.Pool(t, db.AppURL), Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(),
 	})
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(actAs(h))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
+}
+
+// actAs lets a test request act for the user in its X-Test-Owner header,
+// as phase 2's authentication will set the owner.
+func actAs(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, err := uuid.Parse(r.Header.Get("X-Test-Owner")); err == nil {
+			r = r.WithContext(httpapi.WithOwner(r.Context(), id))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // assertNothingStored fails unless no document, audit row, outbox event or

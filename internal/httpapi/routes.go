@@ -50,6 +50,13 @@ func (s *server) routes() http.Handler {
 		r.Get("/folders/{id}", s.getFolder)
 		r.Patch("/folders/{id}", s.updateFolder)
 		r.Delete("/folders/{id}", s.deleteFolder)
+
+		r.Post("/cloud-connections", s.createCloudConnection)
+		r.Get("/cloud-connections", s.listCloudConnections)
+		r.Get("/cloud-connections/{id}", s.getCloudConnection)
+		r.Patch("/cloud-connections/{id}", s.updateCloudConnection)
+		r.Delete("/cloud-connections/{id}", s.deleteCloudConnection)
+		r.Post("/cloud-connections/{id}/test", s.testCloudConnection)
 	})
 	return r
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/store"
 )
 
@@ -19,6 +20,8 @@ import (
 type Config struct {
 	UploadMaxBytes  int64  // largest file accepted
 	DuplicatePolicy string // allow or reject uploads whose content the owner has
+	// Quota is the default limits of owners whose quotas row sets none.
+	Quota store.QuotaLimits
 }
 
 // Deps are what the API's handlers use.
@@ -29,6 +32,9 @@ type Deps struct {
 	Redis   *redis.Client
 	Blobs   *blob.Store
 	Metrics http.Handler
+	// Cloud seals cloud connection credentials and opens connections
+	// (cloudsync; the key comes from SECRET_KEY).
+	Cloud *cloudsync.Connector
 	// Notifier wakes the relay after a commit wrote outbox rows (nil: the
 	// relay's poll finds them).
 	Notifier *store.Notifier

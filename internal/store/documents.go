@@ -27,6 +27,7 @@ const (
 	ReasonChecksumMismatch = "checksum_mismatch"
 	ReasonSizeMismatch     = "size_mismatch"
 	ReasonObjectMissing    = "object_missing"
+	ReasonQuotaExceeded    = "quota_exceeded" // the owner's quota could not take it
 )
 
 var (
@@ -147,6 +148,13 @@ func GetDocument(ctx context.Context, db DBTX, id uuid.UUID) (Document, error) {
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1`, id))
 }
 
+// QueueGetDocument adds GetDocument to batch; the returned function reads
+// its result, in queue order.
+func QueueGetDocument(batch *pgx.Batch, id uuid.UUID) func(pgx.BatchResults) (Document, error) {
+	batch.Queue(`select `+documentColumns+` from documents where id = $1`, id)
+	return func(br pgx.BatchResults) (Document, error) { return scanDocument(br.QueryRow()) }
+}
+
 // DocumentByIdempotencyKey returns the document an earlier upload of owner
 // with key created, or ErrNotFound.
 func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, key string) (Document, error) {
@@ -212,12 +220,19 @@ func FinishDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID, status, finalK
 		returning `+documentColumns, id, status, finalKey, reason))
 }
 
-// MarkDeleted soft-deletes the document in tx. It returns ErrNotFound when
-// there is no such document or it is already deleted.
+// MarkDeleted soft-deletes the document in tx and, if it was ready and
+// owned, frees its bytes from the owner's quota in the same statement (so
+// exactly once: only the transition to deleted frees). It returns
+// ErrNotFound when there is no such document or it is already deleted.
 func MarkDeleted(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error) {
-	return scanDocument(tx.QueryRow(ctx, `update documents
-		set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
-		where id = $1 and status <> 'deleted'
+	return scanDocument(tx.QueryRow(ctx, `with old as (
+			select id as old_id, status as old_status, user_id as old_user, size_bytes as old_size
+			from documents where id = $1 and status <> 'deleted' for update),
+		freed as (
+			update quotas set used_bytes = used_bytes - old_size, used_documents = used_documents - 1, updated_at = now()
+			from old where old_status = 'ready' and user_id = old_user)
+		update documents set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
+		from old where id = old_id
 		returning `+documentColumns, id))
 }
 
@@ -258,6 +273,17 @@ func Processed(ctx context.Context, db DBTX, consumer string, eventID uuid.UUID)
 	err := db.QueryRow(ctx, `select exists (select 1 from processed_events where consumer = $1 and event_id = $2)`,
 		consumer, eventID).Scan(&ok)
 	return ok, translate(err)
+}
+
+// QueueProcessed adds Processed to batch; the returned function reads its
+// result, in queue order.
+func QueueProcessed(batch *pgx.Batch, consumer string, eventID uuid.UUID) func(pgx.BatchResults) (bool, error) {
+	batch.Queue(`select exists (select 1 from processed_events where consumer = $1 and event_id = $2)`, consumer, eventID)
+	return func(br pgx.BatchResults) (bool, error) {
+		var ok bool
+		err := br.QueryRow().Scan(&ok)
+		return ok, translate(err)
+	}
 }
 
 // PendingDocumentIDs reports which of ids are documents still pending. A

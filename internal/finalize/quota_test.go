@@ -1,0 +1,186 @@
+package finalize_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/store"
+)
+
+// newUser inserts a user and returns its id.
+func (f *fixture) newUser(t *testing.T) uuid.UUID {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7())
+	if _, err := f.admin.Exec(context.Background(), `insert into users (id, email) values ($1, $2)`, id, id.String()+"@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// uploadAs stages content and commits a pending document owned by owner.
+func (f *fixture) uploadAs(t *testing.T, owner uuid.UUID, content []byte) (store.Document, events.Envelope) {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.Must(uuid.NewV7())
+	if _, err := f.blobs.Put(ctx, blob.StagingKey(id), bytes.NewReader(content), 1<<30, "application/pdf"); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := store.InsertUpload(ctx, f.db, store.Document{
+		ID: id, UserID: &owner, Filename: "a.pdf", ContentType: "application/pdf",
+		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id),
+	}, ev, store.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc, ev
+}
+
+// usage is the owner's charged usage and the truth it must equal: the
+// count and total size of its ready documents.
+func (f *fixture) usage(t *testing.T, owner uuid.UUID) (usedBytes, usedDocs, readyBytes, readyDocs int64) {
+	t.Helper()
+	ctx := context.Background()
+	_ = f.admin.QueryRow(ctx, `select used_bytes, used_documents from quotas where user_id = $1`, owner).Scan(&usedBytes, &usedDocs)
+	if err := f.admin.QueryRow(ctx, `select coalesce(sum(size_bytes), 0), count(*) from documents where user_id = $1 and status = 'ready'`,
+		owner).Scan(&readyBytes, &readyDocs); err != nil {
+		t.Fatal(err)
+	}
+	return
+}
+
+// 32 uploads race for the last bytes of a quota that holds 10 of them, each
+// finalised by two concurrent deliveries: exactly 10 end ready, the rest
+// rejected as quota_exceeded with no object left, and usage equals the sum
+// of the ready documents. Delivering everything again changes nothing.
+func TestQuotaRaceForTheLastBytes(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := f.newUser(t)
+	const size, fits, uploads = 10 << 10, 10, 32
+	if err := store.SetQuotaLimits(ctx, f.db, owner, ptr(int64(size*fits)), nil); err != nil {
+		t.Fatal(err)
+	}
+	docs := make([]store.Document, uploads)
+	evs := make([]events.Envelope, uploads)
+	for i := range uploads {
+		content, _ := randomContent(t, size)
+		docs[i], evs[i] = f.uploadAs(t, owner, content)
+	}
+	finalizeAll := func() {
+		var wg sync.WaitGroup
+		for i := range uploads {
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := f.fin.Finalize(ctx, evs[i]); err != nil {
+						t.Errorf("finalize %s: %v", docs[i].ID, err)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+	}
+	finalizeAll()
+
+	check := func() {
+		t.Helper()
+		ready, over := 0, 0
+		for _, d := range docs {
+			status, reason := f.status(t, d.ID)
+			switch {
+			case status == store.StatusReady:
+				ready++
+				if !f.exists(t, blob.FinalKey(&owner, d.ID)) {
+					t.Errorf("ready document %s has no object", d.ID)
+				}
+			case status == store.StatusRejected && reason != nil && *reason == store.ReasonQuotaExceeded:
+				over++
+				if f.exists(t, blob.FinalKey(&owner, d.ID)) || f.exists(t, blob.StagingKey(d.ID)) {
+					t.Errorf("document %s rejected for quota still has an object", d.ID)
+				}
+			default:
+				t.Errorf("document %s ended %s (%v)", d.ID, status, reason)
+			}
+		}
+		usedBytes, usedDocs, readyBytes, readyDocs := f.usage(t, owner)
+		if ready != fits || over != uploads-fits {
+			t.Errorf("%d ready, %d over quota; want %d and %d", ready, over, fits, uploads-fits)
+		}
+		if usedBytes != readyBytes || usedDocs != readyDocs || usedBytes > size*fits {
+			t.Errorf("usage %d bytes / %d documents; ready documents %d bytes / %d; limit %d", usedBytes, usedDocs, readyBytes, readyDocs, size*fits)
+		}
+		if n := f.count(t, `select count(*) from outbox where event_type = 'document.finalized'`); n != fits {
+			t.Errorf("%d finalized events; want %d", n, fits)
+		}
+	}
+	check()
+	finalizeAll() // duplicate deliveries
+	check()
+}
+
+// Deleting a ready document frees its bytes exactly once; deleting a
+// rejected or pending one frees nothing.
+func TestDeleteFreesQuotaOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	owner := f.newUser(t)
+	content, _ := randomContent(t, 4<<10)
+	doc, ev := f.uploadAs(t, owner, content)
+	pending, _ := f.uploadAs(t, owner, content)
+	if err := f.fin.Finalize(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if used, _, ready, _ := f.usage(t, owner); used != 4<<10 || ready != used {
+		t.Fatalf("usage %d after one ready document of %d bytes", used, 4<<10)
+	}
+	del := func(id uuid.UUID) error {
+		return store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
+			_, err := store.MarkDeleted(ctx, tx, id)
+			return err
+		})
+	}
+	for _, id := range []uuid.UUID{doc.ID, pending.ID} {
+		if err := del(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := del(doc.ID); err == nil {
+		t.Error("deleting a deleted document succeeded")
+	}
+	usedBytes, usedDocs, _, _ := f.usage(t, owner)
+	if usedBytes != 0 || usedDocs != 0 {
+		t.Errorf("usage %d bytes / %d documents after deleting everything; want 0 / 0", usedBytes, usedDocs)
+	}
+}
+
+// Unowned documents (phase 1) count against no quota.
+func TestUnownedDocumentsAreNotCharged(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	content, sum := randomContent(t, 2<<10)
+	_, ev := f.upload(t, content, sum)
+	if err := f.fin.Finalize(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.count(t, `select count(*) from quotas`); n != 0 {
+		t.Errorf("%d quota rows after an unowned upload; want none", n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// QuotaLimits are a quota's limits; the configured defaults apply to every
+// owner whose quotas row sets none.
+type QuotaLimits struct {
+	Bytes     int64
+	Documents int64
+}
+
+// Quota is an owner's effective limits and usage.
+type Quota struct {
+	UserID        uuid.UUID
+	MaxBytes      int64
+	MaxDocuments  int64
+	UsedBytes     int64
+	UsedDocuments int64
+}
+
+// Fits reports whether one more document of size bytes fits, and if not
+// which limit it breaks ("bytes" or "documents").
+func (q Quota) Fits(size int64) (bool, string) {
+	switch {
+	case q.UsedBytes+size > q.MaxBytes:
+		return false, "bytes"
+	case q.UsedDocuments+1 > q.MaxDocuments:
+		return false, "documents"
+	}
+	return true, ""
+}
+
+// GetQuota returns user's effective quota: its row's limits, or def where
+// the row sets none (or there is no row yet).
+func GetQuota(ctx context.Context, db DBTX, user uuid.UUID, def QuotaLimits) (Quota, error) {
+	q := Quota{UserID: user, MaxBytes: def.Bytes, MaxDocuments: def.Documents}
+	err := db.QueryRow(ctx, `select coalesce(max_bytes, $2), coalesce(max_documents, $3), used_bytes, used_documents
+		from quotas where user_id = $1`, user, def.Bytes, def.Documents).
+		Scan(&q.MaxBytes, &q.MaxDocuments, &q.UsedBytes, &q.UsedDocuments)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return q, nil
+	}
+	return q, translate(err)
+}
+
+// SetQuotaLimits sets user's own limits (nil: the default).
+func SetQuotaLimits(ctx context.Context, db DBTX, user uuid.UUID, maxBytes, maxDocuments *int64) error {
+	_, err := db.Exec(ctx, `insert into quotas (user_id, max_bytes, max_documents) values ($1, $2, $3)
+		on conflict (user_id) do update set max_bytes = $2, max_documents = $3, updated_at = now()`,
+		user, maxBytes, maxDocuments)
+	return translate(err)
+}
+
+// ChargeQuota adds one document of size bytes to user's usage in tx if it
+// fits within the limits, and reports whether it did. The update locks the
+// owner's quota row, so concurrent charges are serialised and usage never
+// passes a limit.
+func ChargeQuota(ctx context.Context, tx pgx.Tx, user uuid.UUID, size int64, def QuotaLimits) (bool, error) {
+	if _, err := tx.Exec(ctx, `insert into quotas (user_id) values ($1) on conflict (user_id) do nothing`, user); err != nil {
+		return false, fmt.Errorf("quota row: %w", translate(err))
+	}
+	tag, err := tx.Exec(ctx, `update quotas set used_bytes = used_bytes + $2, used_documents = used_documents + 1, updated_at = now()
+		where user_id = $1 and used_bytes + $2 <= coalesce(max_bytes, $3) and used_documents + 1 <= coalesce(max_documents, $4)`,
+		user, size, def.Bytes, def.Documents)
+	if err != nil {
+		return false, translate(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
