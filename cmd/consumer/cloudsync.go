@@ -3,19 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/finalize"
 )
+
+// cloudSyncConsumer is the consumer name of the cloud sync subscriber.
+func cloudSyncConsumer(name string) string { return name + "-cloud-sync" }
 
 // addCloudSyncHandler registers the cloud sync handler on router: one
 // subscriber in its own consumer group (cloudsync.ConsumerName) on the
@@ -23,23 +22,9 @@ import (
 // middleware. The handler only records what is to be copied or removed,
 // which is quick, so one subscriber keeps up; the copies themselves run in
 // the syncer's workers (Syncer.Run).
-func addCloudSyncHandler(log *slog.Logger, router *message.Router, redisOpts *redis.Options, name string, syncer *cloudsync.Syncer) error {
-	wlog := watermill.NewSlogLogger(log)
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        redis.NewClient(redisOpts),
-		ConsumerGroup: cloudsync.ConsumerName,
-		Consumer:      name + "-cloud-sync",
-		// As for the finalize group (router.go): claim what a dead
-		// consumer left pending, and stop (so the process restarts and
-		// re-creates the group) when Redis lost the group.
-		MaxIdleTime:                   60 * time.Second,
-		ClaimInterval:                 5 * time.Second,
-		NackResendSleep:               500 * time.Millisecond,
-		DisableIndefiniteInitialBlock: true,
-		ShouldStopOnReadErrors: func(err error) bool {
-			return strings.HasPrefix(err.Error(), "NOGROUP")
-		},
-	}, wlog)
+func addCloudSyncHandler(d routerDeps, router *message.Router, syncer *cloudsync.Syncer) error {
+	wlog := watermill.NewSlogLogger(d.log)
+	sub, err := redisstream.NewSubscriber(subscriberConfig(d.redisOpts, cloudsync.ConsumerName, cloudSyncConsumer(d.name), d.live, d.lost), wlog)
 	if err != nil {
 		return err
 	}

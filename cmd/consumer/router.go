@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -29,9 +29,9 @@ const DeadLetterStream = "docuvault.dead_letter"
 
 // consumerName is this process's name in the consumer groups. It is stable
 // across restarts (host name and metrics port) rather than random per
-// start, so dead names do not pile up in the group and an operator sees
-// which host holds which pending entries. Entries a killed process left
-// pending are claimed by any live consumer once idle for MaxIdleTime.
+// start, so a restarted process takes back the entries its previous run
+// left pending (see liveness), dead names do not pile up in the group, and
+// an operator sees which host holds which pending entries.
 func consumerName(metricsAddr string) string {
 	host, _ := os.Hostname()
 	if _, port, err := net.SplitHostPort(metricsAddr); err == nil && port != "0" {
@@ -40,17 +40,33 @@ func consumerName(metricsAddr string) string {
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
+// finalizeConsumer is the consumer name of finalize worker w.
+func finalizeConsumer(name string, w int) string { return fmt.Sprintf("%s-%d", name, w) }
+
+// routerDeps are what the consumer's router is built from.
+type routerDeps struct {
+	log       *slog.Logger
+	redisOpts *redis.Options
+	name      string
+	fin       *finalize.Finalizer
+	live      *liveness
+	metrics   *handlerMetrics
+	// lost is set when a subscription stopped because Redis lost its
+	// consumer group.
+	lost *atomic.Bool
+}
+
 // newRouter wires the consumer's handlers: one consumer group per concern,
-// each with retries, panic recovery and a dead-letter path. Each subscriber
-// and the dead-letter publisher get their own Redis client: closing a
-// Watermill redisstream subscriber closes its client.
-func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *finalize.Finalizer) (*message.Router, error) {
-	wlog := watermill.NewSlogLogger(log)
+// each with retries, panic recovery, metrics and a dead-letter path. Each
+// subscriber and the dead-letter publisher get their own Redis client:
+// closing a Watermill redisstream subscriber closes its client.
+func newRouter(d routerDeps) (*message.Router, error) {
+	wlog := watermill.NewSlogLogger(d.log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
 		return nil, err
 	}
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: redis.NewClient(redisOpts)}, wlog)
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: redis.NewClient(d.redisOpts)}, wlog)
 	if err != nil {
 		return nil, err
 	}
@@ -58,8 +74,13 @@ func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *fin
 	if err != nil {
 		return nil, err
 	}
+	// Outermost first: a message that still fails after its retries (or
+	// is malformed) goes to the dead letters with the reason and is
+	// acknowledged, so it never blocks or ends the subscription.
 	router.AddMiddleware(
 		poison,
+		d.metrics.outer,
+		rejectMalformed,
 		middleware.Retry{
 			MaxRetries:      6,
 			InitialInterval: 200 * time.Millisecond,
@@ -70,6 +91,7 @@ func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *fin
 				return !errors.Is(p.Err, finalize.ErrMalformed)
 			},
 		}.Middleware,
+		d.metrics.inner,
 		middleware.Recoverer,
 	)
 
@@ -77,29 +99,12 @@ func newRouter(log *slog.Logger, redisOpts *redis.Options, name string, fin *fin
 	// documents are finalised at once (a Watermill subscription handles one
 	// message at a time).
 	for w := range finalizeWorkers {
-		sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-			Client:        redis.NewClient(redisOpts),
-			ConsumerGroup: finalize.ConsumerName,
-			Consumer:      fmt.Sprintf("%s-%d", name, w),
-			// A message idle this long in another consumer's pending list is
-			// taken over: that consumer died mid-handling. Well above the
-			// retries' total backoff and the time to verify a large file.
-			MaxIdleTime:                   60 * time.Second,
-			ClaimInterval:                 5 * time.Second,
-			NackResendSleep:               500 * time.Millisecond,
-			DisableIndefiniteInitialBlock: true,
-			// The group is created when subscribing; after Redis lost it
-			// (restarted empty) every read fails with NOGROUP and the
-			// subscriber would retry forever. Stop instead: run exits
-			// non-zero and the restarted process re-creates the group.
-			ShouldStopOnReadErrors: func(err error) bool {
-				return strings.HasPrefix(err.Error(), "NOGROUP")
-			},
-		}, wlog)
+		consumer := finalizeConsumer(d.name, w)
+		sub, err := redisstream.NewSubscriber(subscriberConfig(d.redisOpts, finalize.ConsumerName, consumer, d.live, d.lost), wlog)
 		if err != nil {
 			return nil, err
 		}
-		router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, fin.Handle)
+		router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, d.fin.Handle)
 	}
 	return router, nil
 }

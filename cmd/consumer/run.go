@@ -7,7 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -143,11 +146,6 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	notifier := store.NewNotifier(pool, log)
 	go notifier.Run(ctx)
 	fin := finalize.New(log, pool, blobs, notifier, cfg.Quota)
-	router, err := newRouter(log, cfg.Redis, consumerName(cfg.MetricsAddr), fin)
-	if err != nil {
-		cancel()
-		return errors.Join(err, <-serverErr)
-	}
 	// Cloud sync: a handler in its own consumer group plans the copies and
 	// removals; the syncer's workers make them (cloudsync package doc).
 	sealer, err := cloudsync.NewSealer(cfg.SecretKey)
@@ -156,10 +154,20 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 		return errors.Join(err, <-serverErr)
 	}
 	syncer := cloudsync.New(log, pool, blobs, cloudsync.NewConnector(sealer), notifier, cloudsync.Config{})
-	if err := addCloudSyncHandler(log, router, cfg.Redis, consumerName(cfg.MetricsAddr), syncer); err != nil {
-		cancel()
-		return errors.Join(err, <-serverErr)
+
+	name := consumerName(cfg.MetricsAddr)
+	live := &liveness{rdb: rdb, log: log, started: time.Now(), names: []string{cloudSyncConsumer(name)}}
+	for w := range finalizeWorkers {
+		live.names = append(live.names, finalizeConsumer(name, w))
 	}
+	deps := routerDeps{log: log, redisOpts: cfg.Redis, name: name, fin: fin, live: live,
+		metrics: newHandlerMetrics(reg, rdb), lost: new(atomic.Bool)}
+
+	liveDone := make(chan struct{})
+	go func() {
+		defer close(liveDone)
+		live.run(ctx)
+	}()
 	sweepDone := make(chan struct{})
 	go func() {
 		defer close(sweepDone)
@@ -170,35 +178,50 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 		defer close(syncDone)
 		syncer.Run(ctx)
 	}()
-	routerErr := make(chan error, 1)
-	go func() { routerErr <- router.Run(ctx) }()
 
-	// The router stops by itself when every subscription has ended (Redis
-	// lost the consumer group): exit with an error then, so that the
-	// process supervisor restarts the consumer and the new subscriptions
-	// re-create the group.
-	var runErr error
-	select {
-	case <-ctx.Done():
-		cancel()
-		// A shutdown while the router is still subscribing ends its
-		// subscriptions with context.Canceled: that is the shutdown, not
-		// a failure.
-		if err := <-routerErr; !errors.Is(err, context.Canceled) {
-			runErr = err
-		}
-	case err := <-routerErr:
-		if ctx.Err() == nil {
-			runErr = errors.New("every Redis subscription ended (consumer group lost?); exiting so that a restart subscribes again")
-			if err != nil {
-				runErr = fmt.Errorf("%w: %v", runErr, err)
-			}
-		}
-		cancel()
-	}
+	runErr := runRouters(ctx, log, deps, syncer)
+	cancel()
+	<-liveDone
 	<-sweepDone
 	<-syncDone
 	err = errors.Join(runErr, <-serverErr)
 	log.Info("stopped")
 	return err
+}
+
+// runRouters runs the consumer's router until ctx ends. When every
+// subscription stopped because Redis lost the consumer groups (restarted
+// empty), it builds a new router, whose subscribers re-create the groups
+// and read the new streams from their start; the sweep re-publishes the
+// uploads whose events Redis lost. Any other end of the router is an error.
+func runRouters(ctx context.Context, log *slog.Logger, d routerDeps, syncer *cloudsync.Syncer) error {
+	for {
+		d.lost.Store(false)
+		router, err := newRouter(d)
+		if err == nil {
+			err = addCloudSyncHandler(d, router, syncer)
+		}
+		if err != nil {
+			return err
+		}
+		err = router.Run(ctx)
+		switch {
+		case ctx.Err() != nil:
+			// A shutdown while the router is still subscribing ends its
+			// subscriptions with context.Canceled: that is the shutdown.
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		case d.lost.Load():
+			log.Warn("Redis lost the consumer groups (restarted empty?): subscribing again")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		default:
+			return fmt.Errorf("every Redis subscription ended: %v", err)
+		}
+	}
 }

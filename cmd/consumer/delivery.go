@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/finalize"
+)
+
+// Delivery settings shared by every subscriber of the consumer.
+const (
+	// claimIdle is how long a pending entry must sit before it may be
+	// claimed at all; whether it is claimed then depends on its owner's
+	// liveness (see liveness.shouldClaim), not on the time alone.
+	claimIdle = 5 * time.Second
+	// aliveTTL is how long a consumer counts as alive after its last
+	// heartbeat; heartbeats go every aliveTTL/3.
+	aliveTTL = 15 * time.Second
+)
+
+// liveness publishes that this process's consumers are alive, and tells
+// whether another consumer is, so that entries pending with a consumer
+// that died are claimed quickly (within aliveTTL plus a claim interval)
+// while a slow but live handler's entry is never taken from it, however
+// long it runs. A restarted process uses the same consumer names and takes
+// back the entries its previous run left pending: those delivered before
+// it started.
+type liveness struct {
+	rdb     *redis.Client
+	log     *slog.Logger
+	started time.Time
+	names   []string
+}
+
+func aliveKey(consumer string) string { return "docuvault:consumer-alive:" + consumer }
+
+// run refreshes this process's heartbeats until ctx ends, then removes
+// them (a clean stop hands its entries over at once).
+func (l *liveness) run(ctx context.Context) {
+	t := time.NewTicker(aliveTTL / 3)
+	defer t.Stop()
+	for {
+		pipe := l.rdb.Pipeline()
+		for _, n := range l.names {
+			pipe.Set(ctx, aliveKey(n), l.started.UTC().Format(time.RFC3339Nano), aliveTTL)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("consumer heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			keys := make([]string, len(l.names))
+			for i, n := range l.names {
+				keys[i] = aliveKey(n)
+			}
+			_ = l.rdb.Del(dctx, keys...).Err()
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// shouldClaim decides for a pending entry idle for at least claimIdle
+// whether consumer self takes it over.
+func (l *liveness) shouldClaim(self string) func(redis.XPendingExt) bool {
+	return func(xp redis.XPendingExt) bool {
+		if xp.Consumer == self {
+			// Ours: take it back only if it was delivered before this
+			// process started (to its previous run); one delivered since is
+			// being handled here right now.
+			return xp.Idle > time.Since(l.started)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, err := l.rdb.Exists(ctx, aliveKey(xp.Consumer)).Result()
+		return err == nil && n == 0
+	}
+}
+
+// subscriberConfig is the redisstream configuration of one subscriber in
+// group with the stable consumer name consumer. lost is set when a read
+// fails with NOGROUP (Redis lost the group: restarted empty), which stops
+// the subscription so that the consumer re-creates its router.
+func subscriberConfig(redisOpts *redis.Options, group, consumer string, live *liveness, lost *atomic.Bool) redisstream.SubscriberConfig {
+	return redisstream.SubscriberConfig{
+		Client:        redis.NewClient(redisOpts),
+		ConsumerGroup: group,
+		Consumer:      consumer,
+		// An entry that cannot be decoded becomes a message the malformed
+		// middleware sends to the dead letters, instead of ending the
+		// subscription (what the stock unmarshaller's error does).
+		Unmarshaller:                  tolerantUnmarshaller{},
+		MaxIdleTime:                   claimIdle,
+		ClaimInterval:                 claimIdle,
+		ShouldClaimPendingMessage:     live.shouldClaim(consumer),
+		NackResendSleep:               500 * time.Millisecond,
+		DisableIndefiniteInitialBlock: true,
+		ShouldStopOnReadErrors: func(err error) bool {
+			if strings.HasPrefix(err.Error(), "NOGROUP") {
+				lost.Store(true)
+				return true
+			}
+			return false
+		},
+	}
+}
+
+// malformedKey marks a message whose stream entry could not be decoded.
+const malformedKey = "docuvault_malformed"
+
+// tolerantUnmarshaller decodes Watermill's wire format, and turns an entry
+// it cannot decode into a message carrying the entry's fields as payload
+// and the decoding error in its metadata.
+type tolerantUnmarshaller struct{}
+
+func (tolerantUnmarshaller) Unmarshal(values map[string]any) (*message.Message, error) {
+	msg, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(values)
+	if err == nil {
+		return msg, nil
+	}
+	id, _ := values[redisstream.UUIDHeaderKey].(string)
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	raw, _ := json.Marshal(values)
+	bad := message.NewMessage(id, raw)
+	bad.Metadata.Set(malformedKey, err.Error())
+	return bad, nil
+}
+
+// rejectMalformed fails a malformed message at once with ErrMalformed, so
+// it goes to the dead letters with the reason, without retries.
+func rejectMalformed(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		if reason := msg.Metadata.Get(malformedKey); reason != "" {
+			return nil, fmt.Errorf("%w: stream entry is not a Watermill message: %s", finalize.ErrMalformed, reason)
+		}
+		return h(msg)
+	}
+}
