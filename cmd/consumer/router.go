@@ -21,7 +21,7 @@ import (
 
 // finalizeWorkers is how many documents one consumer process finalises
 // concurrently.
-const finalizeWorkers = 4
+const finalizeWorkers = 8
 
 // DeadLetterStream receives messages that failed every retry, or can never
 // be handled, with the failure in their metadata.

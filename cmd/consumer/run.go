@@ -194,6 +194,11 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 		defer close(sweepDone)
 		fin.Sweep(ctx, finalize.SweepConfig{})
 	}()
+	removerDone := make(chan struct{})
+	go func() {
+		defer close(removerDone)
+		fin.RunRemover(ctx)
+	}()
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
@@ -204,6 +209,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	cancel()
 	<-liveDone
 	<-sweepDone
+	<-removerDone
 	<-syncDone
 	err = errors.Join(runErr, <-serverErr)
 	log.Info("stopped")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net/http"
 
 	"github.com/google/uuid"
 	"github.com/minio/minio-go/v7"
@@ -28,6 +29,9 @@ var (
 	ErrNotFound = errors.New("object not found")
 	// ErrTooLarge means a stream exceeded the size limit given to Put.
 	ErrTooLarge = errors.New("object too large")
+	// ErrChanged means the object is not the version expected (its ETag
+	// differs): it was replaced since it was written.
+	ErrChanged = errors.New("object changed")
 )
 
 // smallSize is the buffer a stream is first read into: most documents fit,
@@ -89,6 +93,9 @@ func FinalKey(owner *uuid.UUID, documentID uuid.UUID) string {
 type PutResult struct {
 	Size   int64
 	SHA256 []byte
+	// ETag identifies the stored version: a later copy can require it
+	// (CopyIfUnchanged), so that what is copied is what was hashed.
+	ETag string
 	// Head is the first bytes of the stream (up to 512), for content type
 	// detection.
 	Head []byte
@@ -169,10 +176,11 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 			return abort(readErr)
 		}
 	}
-	if _, err := core.CompleteMultipartUpload(ctx, s.bucket, key, uploadID, parts, minio.PutObjectOptions{ContentType: contentType}); err != nil {
+	info, err := core.CompleteMultipartUpload(ctx, s.bucket, key, uploadID, parts, minio.PutObjectOptions{ContentType: contentType})
+	if err != nil {
 		return abort(fmt.Errorf("complete multipart upload of %s: %w", key, err))
 	}
-	res.Size, res.SHA256 = total, sum.Sum(nil)
+	res.Size, res.SHA256, res.ETag = total, sum.Sum(nil), info.ETag
 	return res, nil
 }
 
@@ -182,12 +190,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 func (s *Store) putWhole(ctx context.Context, key string, data []byte, contentType string, sum hash.Hash, res *PutResult) error {
 	digest := sum.Sum(nil)
 	core := minio.Core{Client: s.client}
-	_, err := core.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), "", hex.EncodeToString(digest),
+	info, err := core.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), "", hex.EncodeToString(digest),
 		minio.PutObjectOptions{ContentType: contentType})
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	res.Size, res.SHA256 = int64(len(data)), digest
+	res.Size, res.SHA256, res.ETag = int64(len(data)), digest, info.ETag
 	return nil
 }
 
@@ -245,6 +253,33 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 		minio.CopyDestOptions{Bucket: s.bucket, Object: dst},
 		minio.CopySrcOptions{Bucket: s.bucket, Object: src})
 	return notFound(err)
+}
+
+// CopyIfUnchanged copies src to dst server-side only if src still has the
+// given ETag: ErrChanged if it was replaced, ErrNotFound if it is gone.
+func (s *Store) CopyIfUnchanged(ctx context.Context, src, etag, dst string) error {
+	_, err := s.client.CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: s.bucket, Object: dst},
+		minio.CopySrcOptions{Bucket: s.bucket, Object: src, MatchETag: etag})
+	if resp := minio.ToErrorResponse(err); resp.Code == minio.PreconditionFailed || resp.StatusCode == http.StatusPreconditionFailed {
+		return fmt.Errorf("%w: %s", ErrChanged, src)
+	}
+	return notFound(err)
+}
+
+// RemoveMany deletes keys with as few requests as the server allows (up
+// to 1,000 keys each); missing objects are not an error.
+func (s *Store) RemoveMany(ctx context.Context, keys []string) error {
+	ch := make(chan minio.ObjectInfo, len(keys))
+	for _, k := range keys {
+		ch <- minio.ObjectInfo{Key: k}
+	}
+	close(ch)
+	var errs []error
+	for e := range s.client.RemoveObjects(ctx, s.bucket, ch, minio.RemoveObjectsOptions{}) {
+		errs = append(errs, fmt.Errorf("remove %s: %w", e.ObjectName, e.Err))
+	}
+	return errors.Join(errs...)
 }
 
 // Remove deletes key; removing a missing object is not an error.

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -43,13 +44,17 @@ type Finalizer struct {
 	blobs  *blob.Store
 	notify *store.Notifier
 	quota  store.QuotaLimits
+
+	// removals queue staged objects for RunRemover, while it runs.
+	removals  chan string
+	removerOn atomic.Bool
 }
 
 // New returns a Finalizer charging owners' quotas with quota as the default
 // limits. notify (may be nil) wakes the relay after the finalizer committed
 // events.
 func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.Notifier, quota store.QuotaLimits) *Finalizer {
-	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify, quota: quota}
+	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify, quota: quota, removals: make(chan string, 4096)}
 }
 
 // errOverQuota rolls back a finish that would take the owner over quota.
@@ -145,6 +150,13 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 	default:
 		return nil // already finalised (another delivery won)
 	}
+	if doc.StagingETag != nil {
+		if done, err := f.finalizeUnchanged(ctx, conn, ev, doc); done || err != nil {
+			return err
+		}
+		// The staged object is gone: an earlier attempt moved it (or the
+		// bytes are lost). The path below checks the final key.
+	}
 
 	size, sum, err := f.blobs.Hash(ctx, staging)
 	switch {
@@ -207,6 +219,127 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 	return err
 }
 
+// finalizeUnchanged finalises a document whose upload recorded the staged
+// object's ETag: one conditional server-side copy (only if the object
+// still has that ETag) proves the copy is the very bytes whose size and
+// SHA-256 the upload measured (MinIO checked the upload's payload hash on
+// receipt), without reading them back. It reports done=false when the
+// staged object is gone, for the caller's path that checks the final key.
+// The staged object is removed after the commit, in batches (see
+// RunRemover); one a crash leaves behind is the sweep's.
+func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.Envelope, doc store.Document) (done bool, err error) {
+	staging, final := blob.StagingKey(doc.ID), blob.FinalKey(doc.UserID, doc.ID)
+	reject := func(reason string) (bool, error) {
+		if err := f.finish(ctx, conn, ev, doc, store.StatusRejected, reason); err != nil {
+			return true, err
+		}
+		return true, f.blobs.Remove(ctx, staging)
+	}
+	if doc.UserID != nil {
+		// Spare the copy when the quota clearly cannot take it; the charge
+		// at commit is what counts.
+		q, err := store.GetQuota(ctx, conn, *doc.UserID, f.quota)
+		if err != nil {
+			return true, err
+		}
+		if ok, _ := q.Fits(doc.SizeBytes); !ok {
+			return reject(store.ReasonQuotaExceeded)
+		}
+	}
+	err = f.blobs.CopyIfUnchanged(ctx, staging, *doc.StagingETag, final)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return false, nil
+	case errors.Is(err, blob.ErrChanged):
+		// Replaced since the upload: not the bytes that were hashed.
+		return reject(store.ReasonChecksumMismatch)
+	case err != nil:
+		return true, err
+	}
+	err = f.finish(ctx, conn, ev, doc, store.StatusReady, "")
+	if errors.Is(err, errOverQuota) {
+		if err := f.blobs.Remove(ctx, final); err != nil {
+			return true, err
+		}
+		return reject(store.ReasonQuotaExceeded)
+	}
+	if err != nil {
+		return true, err
+	}
+	f.removeLater(ctx, staging)
+	return true, nil
+}
+
+// removeLater hands key to the batch remover when it runs, or removes it
+// now.
+func (f *Finalizer) removeLater(ctx context.Context, key string) {
+	if f.removerOn.Load() {
+		select {
+		case f.removals <- key:
+			return
+		default: // the remover is behind: do it here
+		}
+	}
+	if err := f.blobs.Remove(ctx, key); err != nil {
+		f.log.Warn("remove staged object (the sweep will)", "key", key, "err", err)
+	}
+}
+
+// RunRemover removes the staged objects of finalised documents in batches
+// (one request for up to 500 keys) until ctx ends, then removes what is
+// queued. A key lost in a crash stays staged until the sweep removes it
+// (staged objects of documents no longer pending, after the grace period).
+func (f *Finalizer) RunRemover(ctx context.Context) {
+	f.removerOn.Store(true)
+	defer f.removerOn.Store(false)
+	const most, wait = 500, 20 * time.Millisecond
+	var keys []string
+	flush := func(ctx context.Context) {
+		if len(keys) == 0 {
+			return
+		}
+		if err := f.blobs.RemoveMany(ctx, keys); err != nil {
+			f.log.Warn("remove staged objects (the sweep will)", "count", len(keys), "err", err)
+		}
+		keys = keys[:0]
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for {
+				select {
+				case k := <-f.removals:
+					keys = append(keys, k)
+					if len(keys) == most {
+						flush(dctx)
+					}
+				default:
+					flush(dctx)
+					return
+				}
+			}
+		case k := <-f.removals:
+			keys = append(keys, k)
+			timer := time.NewTimer(wait)
+		collect:
+			for len(keys) < most {
+				select {
+				case k := <-f.removals:
+					keys = append(keys, k)
+				case <-timer.C:
+					break collect
+				case <-ctx.Done():
+					break collect
+				}
+			}
+			timer.Stop()
+			flush(context.WithoutCancel(ctx))
+		}
+	}
+}
+
 // verify returns the reject reason for an object that does not match its
 // row, or "".
 func verify(doc store.Document, size int64, sum []byte) string {
@@ -237,18 +370,58 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 		key = final
 	}
 	stale := false
-	err := store.WithTx(ctx, conn, func(tx pgx.Tx) error {
+	var err error
+	if status == store.StatusRejected || doc.UserID == nil {
+		// No quota to charge: the whole effect is one statement.
+		expected := doc
+		expected.Status, expected.RejectReason = status, reasonPtr
+		if key != "" {
+			expected.StorageKey = key
+		}
+		var out events.Envelope
+		if out, err = events.New(typ, "document", doc.ID, events.System, ev.CorrelationID, &ev, expected.EventData()); err != nil {
+			return err
+		}
+		var done bool
+		done, err = store.FinishAndRecord(ctx, conn, ConsumerName, ev.ID, doc.ID, status, key, reasonPtr, out)
+		stale = err == nil && !done
+	} else {
+		err = f.finishCharged(ctx, conn, ev, doc, status, key, reasonPtr, typ, &stale)
+	}
+	if err != nil {
+		return err
+	}
+	if stale {
+		cur, err := store.GetDocument(ctx, conn, doc.ID)
+		if err == nil && cur.Status == store.StatusDeleted {
+			return f.purge(ctx, conn, doc.ID, doc.UserID)
+		}
+		return err
+	}
+	f.notify.Poke()
+	if status == store.StatusRejected {
+		f.log.Warn("document rejected", "document_id", doc.ID, "reason", reason, "event_id", ev.ID)
+	} else {
+		f.log.Info("document ready", "document_id", doc.ID, "size_bytes", doc.SizeBytes, "event_id", ev.ID)
+	}
+	return nil
+}
+
+// finishCharged is finish for a document that becomes ready and has an
+// owner: the quota charge decides, in the same transaction.
+func (f *Finalizer) finishCharged(ctx context.Context, conn db, ev events.Envelope, doc store.Document, status, key string, reasonPtr *string, typ string, stale *bool) error {
+	return store.WithTx(ctx, conn, func(tx pgx.Tx) error {
 		fresh, err := store.MarkProcessed(ctx, tx, ConsumerName, ev.ID)
 		if err != nil {
 			return err
 		}
 		if !fresh {
-			stale = true
+			*stale = true
 			return nil
 		}
 		updated, err := store.FinishDocument(ctx, tx, doc.ID, status, key, reasonPtr)
 		if errors.Is(err, store.ErrNotFound) {
-			stale = true
+			*stale = true
 			return nil
 		}
 		if err != nil {
@@ -269,23 +442,6 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 		}
 		return store.Record(ctx, tx, out, store.Origin{})
 	})
-	if err != nil {
-		return err
-	}
-	if stale {
-		cur, err := store.GetDocument(ctx, conn, doc.ID)
-		if err == nil && cur.Status == store.StatusDeleted {
-			return f.purge(ctx, conn, doc.ID, doc.UserID)
-		}
-		return err
-	}
-	f.notify.Poke()
-	if status == store.StatusRejected {
-		f.log.Warn("document rejected", "document_id", doc.ID, "reason", reason, "event_id", ev.ID)
-	} else {
-		f.log.Info("document ready", "document_id", doc.ID, "size_bytes", doc.SizeBytes, "event_id", ev.ID)
-	}
-	return nil
 }
 
 // Purge removes the objects of a deleted document, wherever they are.

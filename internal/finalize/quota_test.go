@@ -30,7 +30,8 @@ func (f *fixture) uploadAs(t *testing.T, owner uuid.UUID, content []byte) (store
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7())
-	if _, err := f.blobs.Put(ctx, blob.StagingKey(id), bytes.NewReader(content), 1<<30, "application/pdf"); err != nil {
+	put, err := f.blobs.Put(ctx, blob.StagingKey(id), bytes.NewReader(content), 1<<30, "application/pdf")
+	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
@@ -40,7 +41,7 @@ func (f *fixture) uploadAs(t *testing.T, owner uuid.UUID, content []byte) (store
 	}
 	doc, err := store.InsertUpload(ctx, f.db, store.Document{
 		ID: id, UserID: &owner, Filename: "a.pdf", ContentType: "application/pdf",
-		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id),
+		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag,
 	}, ev, store.Origin{})
 	if err != nil {
 		t.Fatal(err)

@@ -242,6 +242,9 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 	if idemKey != "" {
 		doc.IdempotencyKey = &idemKey
 	}
+	if put.ETag != "" {
+		doc.StagingETag = &put.ETag
+	}
 
 	dup, err := store.FindDuplicate(ctx, s.DB, owner, put.SHA256)
 	switch {

@@ -57,6 +57,9 @@ type Document struct {
 	UpdatedAt      time.Time
 	FinalizedAt    *time.Time
 	DeletedAt      *time.Time
+	// StagingETag is the ETag of the staged object the upload wrote (nil
+	// for documents uploaded before it was recorded).
+	StagingETag *string
 }
 
 // EventData is the document as events carry it.
@@ -71,24 +74,25 @@ func (d Document) EventData() events.Document {
 }
 
 const documentColumns = `id, user_id, topic_id, folder_id, title, filename, content_type, size_bytes, sha256,
-	status, reject_reason, storage_key, duplicate_of, idempotency_key, created_at, updated_at, finalized_at, deleted_at`
+	status, reject_reason, storage_key, duplicate_of, idempotency_key, created_at, updated_at, finalized_at, deleted_at,
+	staging_etag`
 
 func scanDocument(row pgx.Row) (Document, error) {
 	var d Document
 	err := row.Scan(&d.ID, &d.UserID, &d.TopicID, &d.FolderID, &d.Title, &d.Filename, &d.ContentType,
 		&d.SizeBytes, &d.SHA256, &d.Status, &d.RejectReason, &d.StorageKey, &d.DuplicateOf,
-		&d.IdempotencyKey, &d.CreatedAt, &d.UpdatedAt, &d.FinalizedAt, &d.DeletedAt)
+		&d.IdempotencyKey, &d.CreatedAt, &d.UpdatedAt, &d.FinalizedAt, &d.DeletedAt, &d.StagingETag)
 	return d, translate(err)
 }
 
 const insertDocumentSQL = `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
-		size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key)
-	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12)
+		size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key, staging_etag)
+	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)
 	returning ` + documentColumns
 
 func insertDocumentArgs(d Document) []any {
 	return []any{d.ID, d.UserID, d.TopicID, d.FolderID, d.Title, d.Filename, d.ContentType,
-		d.SizeBytes, d.SHA256, d.StorageKey, d.DuplicateOf, d.IdempotencyKey}
+		d.SizeBytes, d.SHA256, d.StorageKey, d.DuplicateOf, d.IdempotencyKey, d.StagingETag}
 }
 
 // InsertDocument inserts d (status pending) in tx. It returns ErrUnknownTopic

@@ -57,6 +57,43 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 	return nil
 }
 
+// FinishAndRecord is a consumer's whole effect on a pending document in
+// one statement (one round trip, its own transaction): it records eventID
+// as handled by consumer, moves document id from pending to status (with
+// finalKey as its storage key unless empty, and reason), and writes the
+// audit row and outbox row of out. If the event was handled before, or the
+// document is no longer pending, it changes nothing but the handled mark
+// and reports false.
+func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id uuid.UUID, status, finalKey string, reason *string, out events.Envelope) (bool, error) {
+	payload, err := json.Marshal(out)
+	if err != nil {
+		return false, fmt.Errorf("encode event: %w", err)
+	}
+	var n int
+	err = db.QueryRow(ctx, `with handled as (
+			insert into processed_events (consumer, event_id) values ($1, $2) on conflict do nothing returning event_id),
+		doc as (
+			update documents set status = $4, storage_key = coalesce(nullif($5, ''), storage_key), reject_reason = $6,
+				finalized_at = now(), updated_at = now()
+			where id = $3 and status = 'pending' and exists (select 1 from handled)
+			returning id),
+		audit as (
+			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
+				event_id, correlation_id, causation_id, details)
+			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 from doc),
+		queued as (
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)
+			select $13, $17, $10, $11, $12, $14, $18, $7 from doc)
+		select count(*) from doc`,
+		consumer, eventID, id, status, finalKey, reason,
+		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
+		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload)).Scan(&n)
+	if err != nil {
+		return false, translate(err)
+	}
+	return n == 1, nil
+}
+
 // queueOutbox adds the outbox row of ev (encoded as payload) to batch.
 func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte) {
 	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)

@@ -1,0 +1,369 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/minio/minio-go/v7"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/relay"
+	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/testenv"
+)
+
+const (
+	fbDocs         = 1500     // documents per measured round, per contender
+	fbWarmup       = 100      // documents (and copies) before the first round, not measured
+	fbRounds       = 3        // rounds; the medians are reported
+	fbSize         = 16 << 10 // bytes per document
+	fbWorkers      = 8        // the consumer's finalizeWorkers (cmd/consumer/router.go)
+	fbSeeders      = 8        // concurrency of the untimed seeding
+	fbPoll         = 20 * time.Millisecond
+	fbRoundTimeout = 60 * time.Second // longest one round of either contender may take
+	fbSeedTimeout  = 60 * time.Second // longest seeding one round's documents may take
+)
+
+// BenchmarkFinalize measures, in one run (`make bench`), how fast the real
+// consumer binary finalises 16 KiB uploads, next to the raw MinIO
+// server-side copy rate at the same concurrency:
+//
+//   - finalisation: fbDocs pending documents are seeded as the API leaves
+//     them (object at staging/{id}, distinct random bytes; document row,
+//     audit row and outbox event committed together by store.InsertUpload),
+//     untimed. Their outbox rows are taken as the relay takes them and held;
+//     the clock starts when they are published to the stream (pipelined
+//     XADDs, as the relay sends them, a few milliseconds) and stops when
+//     every one of the documents has left pending, polled every 20 ms. The
+//     consumer runs throughout with its finalize workers, already warmed
+//     up; no relay runs, so its own events stay in the outbox.
+//   - raw baseline: a fresh set of fbDocs staged objects of the same size,
+//     each copied server-side (minio-go CopyObject, as blob.Store.Copy) from
+//     staging/{id} to users/_unowned/documents/{id} by 4 goroutines, and
+//     nothing else.
+
+// Each round rotates which measurement goes first, so all share the
+// machine's noise; the medians of the rounds are reported. It runs once whatever b.N
+// is; the figures are printed, not asserted (failures are, though).
+func BenchmarkFinalize(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("run with -benchtime 1x")
+	}
+	ctx := context.Background()
+	db := testenv.NewDB(b)
+	s3 := testenv.S3(b)
+	env := testenv.ServiceEnv(b, db, s3)
+	blobs, err := blob.New(s3)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := testenv.Pool(b, db.AppURL+fbParam(db.AppURL)+"pool_max_conns="+fmt.Sprint(2*fbSeeders))
+	rdb := testenv.RedisClient(b, env["REDIS_URL"])
+
+	out := &strings.Builder{}
+	report := func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		fmt.Fprintln(out, line)
+		fmt.Fprintln(os.Stdout, line)
+	}
+	report("DocuVault finalisation benchmark (%s): %d x %d KiB documents per round, %d rounds, concurrency %d; load average %s",
+		time.Now().UTC().Format(time.RFC3339), fbDocs, fbSize>>10, fbRounds, fbWorkers, rbLoadAvg())
+
+	consumer := start(b, "consumer", env)
+	consumer.addr("metrics")
+
+	var seed atomic.Uint64
+	finished := 0 // documents the consumer finished so far (all rounds)
+	finalizeRound := func(n int) (float64, time.Duration) {
+		b.Helper()
+		rows := fbSeedUploads(b, pool, blobs, &seed, n)
+		rate, elapsed := fbFinalize(b, pool, rdb, rows, finished+n)
+		finished += n
+		return rate, elapsed
+	}
+	copyRound := func(n int) float64 {
+		b.Helper()
+		ids := fbSeedObjects(b, blobs, &seed, n)
+		rate := fbCopy(b, blobs, ids)
+		fbRemoveStaged(b, blobs, ids) // as the consumer does, untimed
+		return rate
+	}
+
+	// Warm up: connections, the consumer group, prepared statements.
+	finalizeRound(fbWarmup)
+	copyRound(fbWarmup)
+
+	var fin, raw []float64
+	var windows []time.Duration
+	for round := range fbRounds {
+		// Rotate which goes first: the one that follows another's seeding
+		// finds MinIO and PostgreSQL still flushing.
+		measure := []func(){
+			func() { raw = append(raw, copyRound(fbDocs)) },
+			func() {
+				f, w := finalizeRound(fbDocs)
+				fin, windows = append(fin, f), append(windows, w)
+			},
+		}
+		for i := range measure {
+			measure[(round+i)%len(measure)]()
+		}
+	}
+
+	// Every document must have been finalised ready.
+	var ready, other int
+	var others []string
+	rows, err := pool.Query(ctx, `select status, coalesce(reject_reason, ''), count(*) from documents group by 1, 2 order by 1, 2`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for rows.Next() {
+		var status, reason string
+		var n int
+		if err := rows.Scan(&status, &reason, &n); err != nil {
+			b.Fatal(err)
+		}
+		if status == store.StatusReady {
+			ready += n
+			continue
+		}
+		other += n
+		others = append(others, fmt.Sprintf("%s %s: %d", status, reason, n))
+	}
+	if err := rows.Err(); err != nil {
+		b.Fatal(err)
+	}
+	if other > 0 {
+		b.Errorf("%d documents not ready: %v", other, others)
+	}
+
+	f, r := median(fin), median(raw)
+	report("finalisation 16 KiB c=%d: consumer %7.1f events/s   raw server-side copy %7.1f copies/s   ratio %.2f (target >= 0.7)",
+		fbWorkers, f, r, f/r)
+	report("  rounds: consumer %v events/s (%v for %d each), raw %v copies/s; %d of %d documents ready (with warm-up), %d failed %v",
+		round1(fin), windows, fbDocs, round1(raw), ready, finished, other, others)
+	report("  consumer: from publishing %d document.uploaded events (pipelined XADD) until all %d documents left pending;", fbDocs, fbDocs)
+	report("    each: advisory lock + processed check + row read, CopyObject only if the staged object still has the upload's ETag,")
+	report("    one transaction (processed mark, status, audit row, outbox event), unlock, the staged object queued for a batched")
+	report("    multi-object delete; through Watermill, %d finalize workers", fbWorkers)
+	report("  raw: minio-go CopyObject staging/{id} -> users/_unowned/documents/{id} of fresh %d KiB objects, %d goroutines, nothing else", fbSize>>10, fbWorkers)
+	report("  load average at the end: %s", rbLoadAvg())
+	b.ReportMetric(f, "finalize-events/s")
+	b.ReportMetric(r, "raw-copies/s")
+	b.ReportMetric(f/r, "ratio")
+
+	consumer.stop()
+	if path := os.Getenv("DOCUVAULT_BENCH_OUT"); path != "" {
+		if file, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			_, _ = file.WriteString(out.String())
+			_ = file.Close()
+		}
+	}
+}
+
+// fbParam is the separator to append a parameter to dsn.
+func fbParam(dsn string) string {
+	if strings.Contains(dsn, "?") {
+		return "&"
+	}
+	return "?"
+}
+
+// fbContent fills p with pseudo-random bytes that differ for every seed.
+func fbContent(p []byte, seed uint64) {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	copy(s[8:], "docuvault-finalize-bench")
+	_, _ = rand.NewChaCha8(s).Read(p)
+}
+
+// fbParallel runs fn(i) for i in [0, n) on c goroutines and returns the
+// elapsed time and the first error (the others stop taking work then).
+func fbParallel(n, c int, fn func(i int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	t0 := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(t0), first
+}
+
+// fbSeedUploads commits n pending documents as the API does (staged
+// object, then document + audit row + outbox event in one round trip),
+// then takes their outbox rows as the relay would and returns them
+// unpublished. Nothing of it is timed.
+func fbSeedUploads(b *testing.B, pool *pgxpool.Pool, blobs *blob.Store, seed *atomic.Uint64, n int) []store.OutboxRow {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fbSeedTimeout)
+	defer cancel()
+	bufs := make(chan []byte, fbSeeders)
+	for range fbSeeders {
+		bufs <- make([]byte, fbSize)
+	}
+	_, err := fbParallel(n, fbSeeders, func(int) error {
+		content := <-bufs
+		defer func() { bufs <- content }()
+		fbContent(content, seed.Add(1))
+		id := uuid.Must(uuid.NewV7())
+		key := blob.StagingKey(id)
+		put, err := blobs.Put(ctx, key, bytes.NewReader(content), fbSize, "application/octet-stream")
+		if err != nil {
+			return err
+		}
+		doc := store.Document{ID: id, Filename: "bench.bin", ContentType: "application/octet-stream",
+			SizeBytes: put.Size, SHA256: put.SHA256, StorageKey: key, StagingETag: &put.ETag}
+		ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData())
+		if err != nil {
+			return err
+		}
+		_, err = store.InsertUpload(ctx, pool, doc, ev, store.Origin{})
+		return err
+	})
+	if err != nil {
+		b.Fatalf("seed uploads: %v", err)
+	}
+	// Take the whole outbox: these uploads' events, and the events the
+	// consumer wrote in earlier rounds (nothing publishes those here).
+	var rows []store.OutboxRow
+	for {
+		var taken []store.OutboxRow
+		err := store.WithTx(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			taken, _, _, err = store.TakeOutbox(ctx, tx, 0, 1000)
+			return err
+		})
+		if err != nil {
+			b.Fatalf("take outbox: %v", err)
+		}
+		if len(taken) == 0 {
+			break
+		}
+		for _, r := range taken {
+			if r.EventType == events.DocumentUploaded {
+				rows = append(rows, r)
+			}
+		}
+	}
+	if len(rows) != n {
+		b.Fatalf("took %d document.uploaded events from the outbox, want %d", len(rows), n)
+	}
+	return rows
+}
+
+// fbFinalize publishes rows to the stream and waits until the documents
+// table holds want documents that are not pending (all rounds so far). It
+// returns the documents per second from the first XADD to the poll that
+// saw the last one finished, and that window.
+func fbFinalize(b *testing.B, pool *pgxpool.Pool, rdb *redis.Client, rows []store.OutboxRow, want int) (float64, time.Duration) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fbRoundTimeout)
+	defer cancel()
+	pub := relay.StreamPublisher{Redis: rdb}
+	t0 := time.Now()
+	for i := 0; i < len(rows); i += 1000 {
+		if err := pub.Publish(ctx, rows[i:min(i+1000, len(rows))]); err != nil {
+			b.Fatalf("publish: %v", err)
+		}
+	}
+	for {
+		var done int
+		if err := pool.QueryRow(ctx, `select count(*) from documents where status <> 'pending'`).Scan(&done); err != nil {
+			b.Fatalf("%d of %d documents finished within %v (%v)", done-(want-len(rows)), len(rows), fbRoundTimeout, err)
+		}
+		if done >= want {
+			elapsed := time.Since(t0)
+			return float64(len(rows)) / elapsed.Seconds(), elapsed.Round(time.Millisecond)
+		}
+		time.Sleep(fbPoll)
+	}
+}
+
+// fbSeedObjects stages n fresh objects for the raw baseline (untimed) and
+// returns their document ids.
+func fbSeedObjects(b *testing.B, blobs *blob.Store, seed *atomic.Uint64, n int) []uuid.UUID {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fbSeedTimeout)
+	defer cancel()
+	ids := make([]uuid.UUID, n)
+	bufs := make(chan []byte, fbSeeders)
+	for range fbSeeders {
+		bufs <- make([]byte, fbSize)
+	}
+	_, err := fbParallel(n, fbSeeders, func(i int) error {
+		content := <-bufs
+		defer func() { bufs <- content }()
+		fbContent(content, seed.Add(1))
+		ids[i] = uuid.Must(uuid.NewV7())
+		_, err := blobs.Put(ctx, blob.StagingKey(ids[i]), bytes.NewReader(content), fbSize, "application/octet-stream")
+		return err
+	})
+	if err != nil {
+		b.Fatalf("seed objects: %v", err)
+	}
+	return ids
+}
+
+// fbCopy copies each staged object to its final key server-side on
+// fbWorkers goroutines and returns copies per second.
+func fbCopy(b *testing.B, blobs *blob.Store, ids []uuid.UUID) float64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fbRoundTimeout)
+	defer cancel()
+	elapsed, err := fbParallel(len(ids), fbWorkers, func(i int) error {
+		return blobs.Copy(ctx, blob.StagingKey(ids[i]), blob.FinalKey(nil, ids[i]))
+	})
+	if err != nil {
+		b.Fatalf("raw copy: %v", err)
+	}
+	return float64(len(ids)) / elapsed.Seconds()
+}
+
+// fbRemoveStaged removes the baseline's staged objects (multi-object
+// delete), so the bucket holds what the consumer leaves behind.
+func fbRemoveStaged(b *testing.B, blobs *blob.Store, ids []uuid.UUID) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), fbSeedTimeout)
+	defer cancel()
+	objects := make(chan minio.ObjectInfo, len(ids))
+	for _, id := range ids {
+		objects <- minio.ObjectInfo{Key: blob.StagingKey(id)}
+	}
+	close(objects)
+	for res := range blobs.Client().RemoveObjects(ctx, blobs.Bucket(), objects, minio.RemoveObjectsOptions{}) {
+		if res.Err != nil {
+			b.Fatalf("remove %s: %v", res.ObjectName, res.Err)
+		}
+	}
+}
