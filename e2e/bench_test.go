@@ -162,8 +162,19 @@ func BenchmarkPipeline(b *testing.B) {
 		peak>>10, before>>10, failed.Load(), elapsed.Round(time.Millisecond), 4096/elapsed.Seconds())
 	api.stop()
 
-	if path := os.Getenv("DOCUVAULT_BENCH_OUT"); path != "" {
-		_ = os.WriteFile(path, []byte(out.String()), 0o644)
+	writeBenchOut(out.String())
+}
+
+// writeBenchOut appends a benchmark's report to the file DOCUVAULT_BENCH_OUT
+// names, if any (make bench runs several benchmarks into one file).
+func writeBenchOut(report string) {
+	path := os.Getenv("DOCUVAULT_BENCH_OUT")
+	if path == "" {
+		return
+	}
+	if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+		_, _ = f.WriteString(report)
+		_ = f.Close()
 	}
 }
 

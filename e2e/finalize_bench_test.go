@@ -167,12 +167,7 @@ func BenchmarkFinalize(b *testing.B) {
 	b.ReportMetric(f/r, "ratio")
 
 	consumer.stop()
-	if path := os.Getenv("DOCUVAULT_BENCH_OUT"); path != "" {
-		if file, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
-			_, _ = file.WriteString(out.String())
-			_ = file.Close()
-		}
-	}
+	writeBenchOut(out.String())
 }
 
 // fbParam is the separator to append a parameter to dsn.

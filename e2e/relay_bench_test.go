@@ -169,9 +169,7 @@ func BenchmarkRelay(b *testing.B) {
 		report("relay commit->stream p99: %v (target <= 5ms)", ours.p99)
 	}
 	report("load average at the end: %s", rbLoadAvg())
-	if path := os.Getenv("DOCUVAULT_BENCH_OUT"); path != "" {
-		_ = os.WriteFile(path, []byte(out.String()), 0o644)
-	}
+	writeBenchOut(out.String())
 }
 
 // rbHistoryEvents is how many events pass through the outbox before the
