@@ -187,26 +187,11 @@ func fill(p []byte, seed uint64) {
 
 // rate runs n calls of fn on c workers and returns calls per second.
 func rate(n, c int, fn func(i int) error) float64 {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	t0 := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					panic(err)
-				}
-			}
-		}()
+	elapsed, err := fbParallel(n, c, fn)
+	if err != nil {
+		panic(err)
 	}
-	wg.Wait()
-	return float64(n) / time.Since(t0).Seconds()
+	return float64(n) / elapsed.Seconds()
 }
 
 // rawUpload is the baseline: what an upload must do at the least, with
