@@ -23,19 +23,22 @@ const (
 	// claimed at all; whether it is claimed then depends on its owner's
 	// liveness (see liveness.shouldClaim), not on the time alone.
 	claimIdle = 5 * time.Second
-	// aliveTTL is how long a consumer counts as alive after its last
-	// heartbeat; heartbeats go every aliveTTL/3.
-	aliveTTL = 15 * time.Second
+	// DefaultClaimAfter is CLAIM_AFTER unless set: how long a consumer
+	// counts as alive after its last heartbeat (they go every third of
+	// it), so how soon the entries of a dead consumer are claimed.
+	DefaultClaimAfter = 15 * time.Second
 )
 
 // liveness publishes that this process's consumers are alive, and tells
 // whether another consumer is, so that entries pending with a consumer
-// that died are claimed quickly (within aliveTTL plus a claim interval)
+// that died are claimed quickly (within ttl, CLAIM_AFTER, plus a claim
+// interval)
 // while a slow but live handler's entry is never taken from it, however
 // long it runs. A restarted process uses the same consumer names and takes
 // back the entries its previous run left pending: those delivered before
 // it started.
 type liveness struct {
+	ttl     time.Duration
 	rdb     *redis.Client
 	log     *slog.Logger
 	started time.Time
@@ -47,12 +50,12 @@ func aliveKey(consumer string) string { return "docuvault:consumer-alive:" + con
 // run refreshes this process's heartbeats until ctx ends, then removes
 // them (a clean stop hands its entries over at once).
 func (l *liveness) run(ctx context.Context) {
-	t := time.NewTicker(aliveTTL / 3)
+	t := time.NewTicker(l.ttl / 3)
 	defer t.Stop()
 	for {
 		pipe := l.rdb.Pipeline()
 		for _, n := range l.names {
-			pipe.Set(ctx, aliveKey(n), l.started.UTC().Format(time.RFC3339Nano), aliveTTL)
+			pipe.Set(ctx, aliveKey(n), l.started.UTC().Format(time.RFC3339Nano), l.ttl)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
 			l.log.Warn("consumer heartbeat", "err", err)

@@ -30,7 +30,7 @@ import (
 func TestClaimOnlyFromDeadConsumers(t *testing.T) {
 	t.Parallel()
 	rdb := testenv.RedisClient(t, testenv.Redis(t))
-	live := &liveness{rdb: rdb, log: testenv.Logger(t), started: time.Now().Add(-time.Minute), names: []string{"alive-0"}}
+	live := &liveness{ttl: DefaultClaimAfter, rdb: rdb, log: testenv.Logger(t), started: time.Now().Add(-time.Minute), names: []string{"alive-0"}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); live.run(ctx) }()

@@ -47,6 +47,7 @@ type Config struct {
 	S3          config.S3         // MINIO_*
 	MetricsAddr string            // METRICS_ADDR: /metrics, /healthz, /readyz
 	Quota       store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
+	ClaimAfter  time.Duration     // CLAIM_AFTER: a consumer without a heartbeat this long is dead
 	SecretKey   string            // SECRET_KEY: opens cloud credentials (HKDF-derived key)
 }
 
@@ -81,6 +82,15 @@ func loadConfig(src *config.Source) (Config, error) {
 	cfg.MetricsAddr = cmp.Or(src.Get("METRICS_ADDR"), "127.0.0.1:9102")
 	if cfg.Quota.Bytes, cfg.Quota.Documents, err = config.QuotaDefaults(src); err != nil {
 		return cfg, err
+	}
+	cfg.ClaimAfter = DefaultClaimAfter
+	if raw := src.Get("CLAIM_AFTER"); raw != "" {
+		if cfg.ClaimAfter, err = config.PositiveDuration("CLAIM_AFTER", raw); err != nil {
+			return cfg, err
+		}
+		if cfg.ClaimAfter < 3*time.Second {
+			return cfg, &config.Error{Key: "CLAIM_AFTER", Problem: fmt.Sprintf("%s is too short: heartbeats go every third of it (at least 3s)", raw)}
+		}
 	}
 	if cfg.SecretKey, err = config.Secret(src); err != nil {
 		return cfg, err
@@ -177,7 +187,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	syncer := cloudsync.New(log, pool, blobs, cloudsync.NewConnector(sealer), notifier, cloudsync.Config{})
 
 	name := consumerName(cfg.MetricsAddr)
-	live := &liveness{rdb: rdb, log: log, started: time.Now(), names: []string{cloudSyncConsumer(name)}}
+	live := &liveness{ttl: cfg.ClaimAfter, rdb: rdb, log: log, started: time.Now(), names: []string{cloudSyncConsumer(name)}}
 	for w := range finalizeWorkers {
 		live.names = append(live.names, finalizeConsumer(name, w))
 	}
