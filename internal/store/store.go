@@ -22,9 +22,14 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-// Open connects a pool with cfg and checks that the server answers.
+// Open connects a pool with cfg and checks that the server answers. Its
+// connections encode uuids directly (RegisterUUID) unless cfg has an
+// AfterConnect of its own.
 // The returned error names the server (without password) on failure.
 func Open(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	if cfg.AfterConnect == nil {
+		cfg.AfterConnect = RegisterUUID
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

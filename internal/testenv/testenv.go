@@ -265,16 +265,18 @@ func dbFor(name string) DB {
 	}
 }
 
-// Pool opens a pool on dsn, closed when the test ends.
+// Pool opens a pool on dsn as the binaries do (store.Open), closed when
+// the test ends.
 func Pool(t testing.TB, dsn string) *pgxpool.Pool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pool, err := pgxpool.New(ctx, dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pool.Ping(ctx); err != nil {
+	pool, err := store.Open(ctx, cfg)
+	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(pool.Close)
