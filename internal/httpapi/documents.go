@@ -232,7 +232,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 	}
 
 	doc := store.Document{
-		ID: id, UserID: owner, TopicID: form.topicID, FolderID: form.folderID,
+		ID: id, UserID: owner, TopicID: form.topicID, FolderID: form.folderID, Status: store.StatusPending,
 		Filename: filename, ContentType: detectContentType(put.Head, clientType),
 		SizeBytes: put.Size, SHA256: put.SHA256, StorageKey: key,
 	}
