@@ -28,6 +28,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -351,7 +352,7 @@ var marshaller = redisstream.DefaultMarshallerUnmarshaller{}
 func Message(row store.OutboxRow) *message.Message {
 	msg := message.NewMessage(row.EventID.String(), row.Payload)
 	msg.Metadata.Set(events.MetaType, row.EventType)
-	msg.Metadata.Set(events.MetaVersion, "1")
+	msg.Metadata.Set(events.MetaVersion, strconv.Itoa(cmp.Or(row.Version, events.Version)))
 	msg.Metadata.Set(events.MetaAggregateID, row.AggregateID.String())
 	if row.CorrelationID != nil {
 		msg.Metadata.Set(events.MetaCorrelationID, row.CorrelationID.String())

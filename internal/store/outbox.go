@@ -49,10 +49,10 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 		ip = origin.ClientIP.String()
 	}
 	batch.Queue(`insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13)`,
+			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details, version)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13, $14)`,
 		ev.OccurredAt, ev.Actor.Type, ev.Actor.ID, ev.Type, ev.AggregateType, ev.AggregateID,
-		ev.ID, ev.CorrelationID, ev.CausationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data)
+		ev.ID, ev.CorrelationID, ev.CausationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version)
 	queueOutbox(batch, ev, payload)
 	return nil
 }
@@ -79,15 +79,15 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 			returning id),
 		audit as (
 			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-				event_id, correlation_id, causation_id, details)
-			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 from doc),
+				event_id, correlation_id, causation_id, details, version)
+			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19 from doc),
 		queued as (
-			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)
-			select $13, $17, $10, $11, $12, $14, $18, $7 from doc)
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version)
+			select $13, $17, $10, $11, $12, $14, $18, $7, $19 from doc)
 		select count(*) from doc`,
 		consumer, eventID, id, status, finalKey, reason,
 		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
-		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload)).Scan(&n)
+		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version).Scan(&n)
 	if err != nil {
 		return false, translate(err)
 	}
@@ -96,9 +96,9 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 
 // queueOutbox adds the outbox row of ev (encoded as payload) to batch.
 func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte) {
-	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at)
-		values ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt)
+	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt, ev.Version)
 }
 
 func truncate(s string, n int) string {
@@ -124,6 +124,7 @@ type OutboxRow struct {
 	CorrelationID *uuid.UUID
 	Payload       []byte
 	CreatedAt     time.Time
+	Version       int // of the envelope
 }
 
 // TakeOutbox deletes up to limit rows with ids above after from the
@@ -140,9 +141,9 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 	res, err := tx.Query(ctx, `with taken as (
 			delete from outbox where id in (
 				select id from outbox where id > $1 order by id limit $2 for update skip locked)
-			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at)
+			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at, version)
 		select pg_current_xact_id()::text, pg_snapshot_xmin(pg_current_snapshot())::text,
-			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at
+			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at, t.version
 		from (select 1) as one left join taken t on true`, after, limit)
 	if err != nil {
 		return nil, 0, 0, translate(err)
@@ -155,14 +156,15 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 		var eventID, aggregateID *uuid.UUID
 		var stream, eventType, payload *string
 		var createdAt *time.Time
-		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt); err != nil {
+		var version *int16
+		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt, &version); err != nil {
 			return nil, 0, 0, translate(err)
 		}
 		if id == nil {
 			continue // nothing taken: the one row of ids alone
 		}
 		r.ID, r.EventID, r.Stream, r.EventType, r.AggregateID = *id, *eventID, *stream, *eventType, *aggregateID
-		r.Payload, r.CreatedAt = []byte(*payload), *createdAt
+		r.Payload, r.CreatedAt, r.Version = []byte(*payload), *createdAt, int(*version)
 		rows = append(rows, r)
 	}
 	if err := res.Err(); err != nil {
@@ -209,7 +211,7 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 					order by created_at limit $2 for update skip locked)
 				returning d.id)
 			select a.occurred_at, a.actor_type, a.actor_id, a.aggregate_type, a.aggregate_id,
-				a.event_id, a.correlation_id, a.causation_id, a.details::text
+				a.event_id, a.correlation_id, a.causation_id, a.details::text, a.version
 			from stuck join audit_log a on a.aggregate_id = stuck.id and a.action = $3
 			where a.event_id is not null
 			  and not exists (select 1 from outbox o where o.event_id = a.event_id)`,
@@ -221,8 +223,10 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 			ev := events.Envelope{Type: events.DocumentUploaded, Version: events.Version}
 			var corr *uuid.UUID
 			var data string
+			var version int16
 			err := row.Scan(&ev.OccurredAt, &ev.Actor.Type, &ev.Actor.ID, &ev.AggregateType, &ev.AggregateID,
-				&ev.ID, &corr, &ev.CausationID, &data)
+				&ev.ID, &corr, &ev.CausationID, &data, &version)
+			ev.Version = int(version)
 			ev.OccurredAt = ev.OccurredAt.UTC()
 			if corr != nil {
 				ev.CorrelationID = *corr
