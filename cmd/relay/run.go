@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,12 +21,13 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
-const usage = `usage: relay [--env-file PATH]
+const usage = `usage: relay [--env-file PATH] [replay [flags]]
 
 Publishes outbox events to Redis Streams. Run several for high availability:
 one leads and publishes, the others stand by and take over within seconds.
 Settings: DATABASE_URL, REDIS_URL, METRICS_ADDR (default 127.0.0.1:9101),
 STREAM_RETENTION (default 168h); .env.example documents every key.
+"relay replay --help" describes replaying recorded events.
 `
 
 // Config is the relay's configuration.
@@ -66,6 +68,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 }
 
 func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if global, rest, ok := replayArgs(args); ok {
+		// Before the logger: stdout is the replay's output.
+		return replay(ctx, global, rest, getenv, stdout, os.Stderr)
+	}
 	cmd, _, src, err := config.Load("relay", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
 		_, _ = io.WriteString(stdout, usage)

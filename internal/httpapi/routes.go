@@ -57,6 +57,8 @@ func (s *server) routes() http.Handler {
 		r.Patch("/cloud-connections/{id}", s.updateCloudConnection)
 		r.Delete("/cloud-connections/{id}", s.deleteCloudConnection)
 		r.Post("/cloud-connections/{id}/test", s.testCloudConnection)
+
+		r.Get("/audit", s.listAudit)
 	})
 	return r
 }
