@@ -25,7 +25,7 @@ import (
 
 const replayUsage = `usage: relay replay [--since T] [--until T] [--document ID] [--type TYPE]
                     [--actor system|anonymous|user|ID] [--correlation-id ID] [--to-stream NAME]
-                    [--batch N (default 5000)]
+                    [--batch N (default 20000)]
 
 Re-emits recorded events from the audit log, oldest row first, with their
 original ids: as JSON lines on stdout (the envelope, one per line), or
@@ -38,7 +38,7 @@ stderr. Settings: DATABASE_URL, and REDIS_URL with --to-stream.
 const metaReplayed = "replayed"
 
 // replayBatch is how many audit rows one query reads (--batch).
-const replayBatch = 5000
+const replayBatch = 20000
 
 // replayOptions is a parsed replay command line.
 type replayOptions struct {
@@ -211,13 +211,42 @@ func replay(ctx context.Context, global, args []string, getenv func(string) stri
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	p := progress{w: stderr, last: time.Now()}
-	var after int64
+	// The next batch is read while this one is written: PostgreSQL and
+	// the encoding run at the same time.
+	type fetched struct {
+		batch []store.AuditEvent
+		err   error
+	}
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	batches := make(chan fetched, 1)
+	go func() {
+		defer close(batches)
+		var after int64
+		for {
+			batch, err := store.AuditEvents(fetchCtx, pool, o.filter, after, o.batch)
+			select {
+			case batches <- fetched{batch, err}:
+			case <-fetchCtx.Done():
+				return
+			}
+			if err != nil || len(batch) == 0 {
+				return
+			}
+			after = batch[len(batch)-1].Seq
+		}
+	}()
 	for {
 		if ctx.Err() != nil {
 			p.interrupted()
 			return nil
 		}
-		batch, err := store.AuditEvents(ctx, pool, o.filter, after, o.batch)
+		f, ok := <-batches
+		if !ok {
+			p.interrupted()
+			return nil
+		}
+		batch, err := f.batch, f.err
 		if err != nil {
 			if ctx.Err() != nil {
 				p.interrupted()
@@ -242,7 +271,6 @@ func replay(ctx context.Context, global, args []string, getenv func(string) stri
 			}
 			return err
 		}
-		after = batch[len(batch)-1].Seq
 		p.add(len(batch), batch[len(batch)-1].Event.OccurredAt)
 	}
 	fmt.Fprintf(stderr, "replayed %d events\n", p.n)
