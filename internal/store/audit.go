@@ -81,23 +81,41 @@ func AuditEvents(ctx context.Context, db DBTX, f AuditFilter, after int64, limit
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditEvent, error) {
 		var a AuditEvent
-		var ev events.Envelope
-		var corr *uuid.UUID
-		var data string
-		var version int16
-		err := row.Scan(&a.Seq, &ev.Type, &ev.OccurredAt, &ev.Actor.Type, &ev.Actor.ID, &ev.AggregateType, &ev.AggregateID,
-			&ev.ID, &corr, &ev.CausationID, &data, &version)
-		ev.Version = int(version)
-		ev.OccurredAt = ev.OccurredAt.UTC()
-		if corr != nil {
-			ev.CorrelationID = *corr
-		}
-		ev.Data = json.RawMessage(data)
-		a.Event = ev
+		var e auditEnvelope
+		err := row.Scan(append([]any{&a.Seq, &e.Type}, e.targets()...)...)
+		a.Event = e.envelope()
 		return a, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", translate(err))
 	}
 	return out, nil
+}
+
+// auditEnvelope scans the columns of an audit row that make its event's
+// envelope: occurred_at, actor_type, actor_id, aggregate_type,
+// aggregate_id, event_id, correlation_id, causation_id, details::text,
+// version (targets, in that order).
+type auditEnvelope struct {
+	events.Envelope
+	corr    *uuid.UUID
+	data    string
+	version int16
+}
+
+func (e *auditEnvelope) targets() []any {
+	return []any{&e.OccurredAt, &e.Actor.Type, &e.Actor.ID, &e.AggregateType, &e.AggregateID,
+		&e.ID, &e.corr, &e.CausationID, &e.data, &e.version}
+}
+
+// envelope is the event as it was written.
+func (e *auditEnvelope) envelope() events.Envelope {
+	ev := e.Envelope
+	ev.Version = int(e.version)
+	ev.OccurredAt = ev.OccurredAt.UTC()
+	if e.corr != nil {
+		ev.CorrelationID = *e.corr
+	}
+	ev.Data = json.RawMessage(e.data)
+	return ev
 }

@@ -220,19 +220,9 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 			return err
 		}
 		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (events.Envelope, error) {
-			ev := events.Envelope{Type: events.DocumentUploaded, Version: events.Version}
-			var corr *uuid.UUID
-			var data string
-			var version int16
-			err := row.Scan(&ev.OccurredAt, &ev.Actor.Type, &ev.Actor.ID, &ev.AggregateType, &ev.AggregateID,
-				&ev.ID, &corr, &ev.CausationID, &data, &version)
-			ev.Version = int(version)
-			ev.OccurredAt = ev.OccurredAt.UTC()
-			if corr != nil {
-				ev.CorrelationID = *corr
-			}
-			ev.Data = json.RawMessage(data)
-			return ev, err
+			e := auditEnvelope{Envelope: events.Envelope{Type: events.DocumentUploaded}}
+			err := row.Scan(e.targets()...)
+			return e.envelope(), err
 		})
 		if err != nil {
 			return err
