@@ -26,8 +26,20 @@ const (
 	StreamCloudConnections = "docuvault.cloud_connections"
 )
 
+// StreamAudit carries every event once more, in the order the relay
+// published them, with where it came from (client IP, user agent, request
+// id) in the message metadata: the live tail of the audit log.
+const StreamAudit = "docuvault.audit"
+
+// Metadata keys of the audit stream's origin.
+const (
+	MetaClientIP  = "client_ip"
+	MetaUserAgent = "user_agent"
+	MetaRequestID = "request_id"
+)
+
 // Streams lists every stream the relay publishes to.
-var Streams = []string{StreamDocuments, StreamTopics, StreamFolders, StreamCloudConnections}
+var Streams = []string{StreamDocuments, StreamTopics, StreamFolders, StreamCloudConnections, StreamAudit}
 
 // Event types.
 const (

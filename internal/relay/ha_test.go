@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -513,5 +514,59 @@ func TestRelayConnectionsComeBack(t *testing.T) {
 	waitBackend(t, db, fmt.Sprintf(`application_name = 'docuvault-relay' and pid <> %d`, leader))
 	if n := advisoryLocks(t, db); n != 1 {
 		t.Errorf("%d advisory locks; want the new leader connection's one", n)
+	}
+}
+
+// Every event also reaches the audit stream, once, in the order the relay
+// published it, with its origin in the metadata and the same payload as on
+// its own stream.
+func TestEveryEventReachesTheAuditStream(t *testing.T) {
+	t.Parallel()
+	db, rdb := setup(t)
+	ctx := context.Background()
+	ip := netip.MustParseAddr("192.0.2.7")
+	var ids []uuid.UUID
+	for i := range 6 {
+		ev := newEvent(t)
+		origin := store.Origin{}
+		if i%2 == 0 {
+			origin = store.Origin{ClientIP: &ip, UserAgent: "curl/8", RequestID: fmt.Sprintf("req-%d", i)}
+		}
+		if err := store.WithTx(ctx, db, func(tx pgx.Tx) error { return store.Record(ctx, tx, ev, origin) }); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, ev.ID)
+	}
+	r := relay.New(relay.Config{}, testenv.Logger(t), db, relay.StreamPublisher{Redis: rdb})
+	if n, err := r.PublishBatch(ctx); err != nil || n != 6 {
+		t.Fatalf("publish: %d %v", n, err)
+	}
+	entries, err := rdb.XRange(ctx, events.StreamAudit, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := rdb.XRange(ctx, events.StreamTopics, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 6 || len(own) != 6 {
+		t.Fatalf("%d audit entries, %d topic entries; want 6 each", len(entries), len(own))
+	}
+	for i, e := range entries {
+		msg, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(e.Values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ownMsg, _ := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(own[i].Values)
+		if msg.UUID != ids[i].String() || string(msg.Payload) != string(ownMsg.Payload) {
+			t.Errorf("audit entry %d: %s; want event %s with the payload of its own stream", i, msg.UUID, ids[i])
+		}
+		wantIP, wantReq := "", ""
+		if i%2 == 0 {
+			wantIP, wantReq = ip.String(), fmt.Sprintf("req-%d", i)
+		}
+		if msg.Metadata.Get(events.MetaClientIP) != wantIP || msg.Metadata.Get(events.MetaRequestID) != wantReq {
+			t.Errorf("audit entry %d metadata %v; want client_ip %q, request_id %q", i, msg.Metadata, wantIP, wantReq)
+		}
 	}
 }

@@ -339,9 +339,10 @@ func (b *backoff) wait(ctx context.Context) {
 }
 
 // StreamPublisher publishes rows to Redis Streams with one pipelined round
-// trip per batch, each row one XADD of a Watermill message: the event id is
-// the message UUID, the envelope the payload, and the metadata carries the
-// type, version, correlation id and aggregate id.
+// trip per batch, each row one XADD of a Watermill message to its stream
+// and one to the audit stream: the event id is the message UUID, the
+// envelope the payload, and the metadata carries the type, version,
+// correlation id and aggregate id (and, on the audit stream, the origin).
 type StreamPublisher struct {
 	Redis redis.UniversalClient
 }
@@ -360,11 +361,27 @@ func Message(row store.OutboxRow) *message.Message {
 	return msg
 }
 
-// Publish sends rows in one pipeline and fails if Redis refused any.
+// AuditMessage is the audit stream's message for an outbox row: the event's
+// message with where it came from in the metadata.
+func AuditMessage(row store.OutboxRow) *message.Message {
+	msg := Message(row)
+	for k, v := range map[string]string{events.MetaClientIP: row.ClientIP, events.MetaUserAgent: row.UserAgent, events.MetaRequestID: row.RequestID} {
+		if v != "" {
+			msg.Metadata.Set(k, v)
+		}
+	}
+	return msg
+}
+
+// Publish sends rows in one pipeline, each to its stream and to the audit
+// stream, and fails if Redis refused any.
 func (p StreamPublisher) Publish(ctx context.Context, rows []store.OutboxRow) error {
-	entries := make([]Entry, len(rows))
-	for i, row := range rows {
-		entries[i] = Entry{Stream: row.Stream, Message: Message(row)}
+	entries := make([]Entry, 0, 2*len(rows))
+	for _, row := range rows {
+		entries = append(entries, Entry{Stream: row.Stream, Message: Message(row)})
+	}
+	for _, row := range rows {
+		entries = append(entries, Entry{Stream: events.StreamAudit, Message: AuditMessage(row)})
 	}
 	wp := WatermillPublisher{client: p.Redis, marshaller: marshaller, logger: watermill.NopLogger{}}
 	return wp.PublishEntries(ctx, entries)

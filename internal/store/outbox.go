@@ -53,7 +53,7 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13, $14)`,
 		ev.OccurredAt, ev.Actor.Type, ev.Actor.ID, ev.Type, ev.AggregateType, ev.AggregateID,
 		ev.ID, ev.CorrelationID, ev.CausationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version)
-	queueOutbox(batch, ev, payload)
+	queueOutbox(batch, ev, payload, origin)
 	return nil
 }
 
@@ -94,11 +94,18 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 	return n == 1, nil
 }
 
-// queueOutbox adds the outbox row of ev (encoded as payload) to batch.
-func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte) {
-	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt, ev.Version)
+// queueOutbox adds the outbox row of ev (encoded as payload, from origin)
+// to batch.
+func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte, origin Origin) {
+	var ip any
+	if origin.ClientIP != nil {
+		ip = origin.ClientIP.String()
+	}
+	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
+			client_ip, user_agent, request_id)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''))`,
+		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt, ev.Version,
+		ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200))
 }
 
 func truncate(s string, n int) string {
@@ -125,6 +132,9 @@ type OutboxRow struct {
 	Payload       []byte
 	CreatedAt     time.Time
 	Version       int // of the envelope
+	// Where the change came from, as its audit row has it ("" when not an
+	// HTTP request).
+	ClientIP, UserAgent, RequestID string
 }
 
 // TakeOutbox deletes up to limit rows with ids above after from the
@@ -141,9 +151,11 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 	res, err := tx.Query(ctx, `with taken as (
 			delete from outbox where id in (
 				select id from outbox where id > $1 order by id limit $2 for update skip locked)
-			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at, version)
+			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at, version,
+				coalesce(host(client_ip), '') as client_ip, coalesce(user_agent, '') as user_agent, coalesce(request_id, '') as request_id)
 		select pg_current_xact_id()::text, pg_snapshot_xmin(pg_current_snapshot())::text,
-			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at, t.version
+			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at, t.version,
+			t.client_ip, t.user_agent, t.request_id
 		from (select 1) as one left join taken t on true`, after, limit)
 	if err != nil {
 		return nil, 0, 0, translate(err)
@@ -157,7 +169,9 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 		var stream, eventType, payload *string
 		var createdAt *time.Time
 		var version *int16
-		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt, &version); err != nil {
+		var clientIP, userAgent, requestID *string
+		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt, &version,
+			&clientIP, &userAgent, &requestID); err != nil {
 			return nil, 0, 0, translate(err)
 		}
 		if id == nil {
@@ -165,6 +179,7 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 		}
 		r.ID, r.EventID, r.Stream, r.EventType, r.AggregateID = *id, *eventID, *stream, *eventType, *aggregateID
 		r.Payload, r.CreatedAt, r.Version = []byte(*payload), *createdAt, int(*version)
+		r.ClientIP, r.UserAgent, r.RequestID = *clientIP, *userAgent, *requestID
 		rows = append(rows, r)
 	}
 	if err := res.Err(); err != nil {
@@ -233,7 +248,7 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 			if err != nil {
 				return fmt.Errorf("encode event: %w", err)
 			}
-			queueOutbox(batch, ev, payload)
+			queueOutbox(batch, ev, payload, Origin{})
 		}
 		n = len(evs)
 		return tx.SendBatch(ctx, batch).Close()
