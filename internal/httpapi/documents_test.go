@@ -25,6 +25,7 @@ import (
 
 type env struct {
 	srv   *httptest.Server
+	app   *pgxpool.Pool // the runtime role's, as the API has it
 	admin *pgxpool.Pool
 	blobs *blob.Store
 	s3    config.S3
@@ -47,13 +48,14 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	if cfg.DuplicatePolicy == "" {
 		cfg.DuplicatePolicy = "allow"
 	}
+	app := testenv.Pool(t, db.AppURL)
 	h := httpapi.New(httpapi.Deps{
-		Config: cfg, Log: testenv.Logger(t), DB: testenv.Pool(t, db.AppURL), Redis: rdb, Blobs: blobs,
+		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(),
 	})
 	srv := httptest.NewServer(actAs(h))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
+	return &env{srv: srv, app: app, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
 }
 
 // actAs lets a test request act for the user in its X-Test-Owner header,
