@@ -138,15 +138,29 @@ func (p *WatermillPublisher) PublishEntries(ctx context.Context, entries []Entry
 	}
 
 	values := make([]map[string]any, len(entries))
+	// The default marshaller ignores the stream, so a message sent to two
+	// streams (the relay's event and audit entries) is encoded once.
+	_, reuse := p.marshaller.(redisstream.DefaultMarshallerUnmarshaller)
+	var encoded map[*message.Message]map[string]any
+	if reuse {
+		encoded = make(map[*message.Message]map[string]any, len(entries))
+	}
 	for i, e := range entries {
 		if e.Message == nil {
 			return fmt.Errorf("entry %d for stream %s: nil message", i, e.Stream)
+		}
+		if v, ok := encoded[e.Message]; ok {
+			values[i] = v
+			continue
 		}
 		v, err := p.marshaller.Marshal(e.Stream, e.Message)
 		if err != nil {
 			return fmt.Errorf("marshal message %s for stream %s: %w", e.Message.UUID, e.Stream, err)
 		}
 		values[i] = v
+		if reuse {
+			encoded[e.Message] = v
+		}
 	}
 
 	fields := watermill.LogFields{"entries": len(entries)}

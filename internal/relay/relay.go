@@ -376,12 +376,15 @@ func AuditMessage(row store.OutboxRow) *message.Message {
 // Publish sends rows in one pipeline, each to its stream and to the audit
 // stream, and fails if Redis refused any.
 func (p StreamPublisher) Publish(ctx context.Context, rows []store.OutboxRow) error {
-	entries := make([]Entry, 0, 2*len(rows))
-	for _, row := range rows {
-		entries = append(entries, Entry{Stream: row.Stream, Message: Message(row)})
-	}
-	for _, row := range rows {
-		entries = append(entries, Entry{Stream: events.StreamAudit, Message: AuditMessage(row)})
+	entries := make([]Entry, 2*len(rows))
+	for i, row := range rows {
+		msg := Message(row)
+		audit := msg // the same message, encoded once, unless it has an origin
+		if row.ClientIP != "" || row.UserAgent != "" || row.RequestID != "" {
+			audit = AuditMessage(row)
+		}
+		entries[i] = Entry{Stream: row.Stream, Message: msg}
+		entries[len(rows)+i] = Entry{Stream: events.StreamAudit, Message: audit}
 	}
 	wp := WatermillPublisher{client: p.Redis, marshaller: marshaller, logger: watermill.NopLogger{}}
 	return wp.PublishEntries(ctx, entries)
