@@ -1,16 +1,12 @@
 package main
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
-	"github.com/docuvault/docuvault/internal/finalize"
 )
 
 // cloudSyncConsumer is the consumer name of the cloud sync subscriber.
@@ -28,14 +24,6 @@ func addCloudSyncHandler(d routerDeps, router *message.Router, syncer *cloudsync
 	if err != nil {
 		return err
 	}
-	router.AddConsumerHandler(cloudsync.ConsumerName, events.StreamDocuments, sub, func(msg *message.Message) error {
-		err := syncer.Handle(msg)
-		if errors.Is(err, cloudsync.ErrMalformed) {
-			// The router's retry middleware gives up at once on
-			// finalize.ErrMalformed: the message goes to the dead letters.
-			return fmt.Errorf("%w: %w", finalize.ErrMalformed, err)
-		}
-		return err
-	})
+	router.AddConsumerHandler(cloudsync.ConsumerName, events.StreamDocuments, sub, syncer.Handle)
 	return nil
 }

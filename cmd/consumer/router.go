@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/finalize"
 )
@@ -88,7 +89,9 @@ func newRouter(d routerDeps) (*message.Router, error) {
 			Multiplier:      2,
 			Logger:          wlog,
 			ShouldRetry: func(p middleware.RetryParams) bool {
-				return !errors.Is(p.Err, finalize.ErrMalformed)
+				// A message no handler can ever read goes to the dead
+				// letters at once.
+				return !errors.Is(p.Err, finalize.ErrMalformed) && !errors.Is(p.Err, cloudsync.ErrMalformed)
 			},
 		}.Middleware,
 		d.metrics.inner,

@@ -275,7 +275,7 @@ func TestStopFinishesTheBatchInFlight(t *testing.T) {
 
 	runRelay(t, relay.New(relay.Config{}, testenv.Logger(t), db, relay.StreamPublisher{Redis: rdb}))
 	drained(t, db, 10*time.Second)
-	got := streamIDs2(t, rdb, events.StreamDocuments)
+	got := streamIDsOf(t, rdb, events.StreamDocuments)
 	for _, id := range ids {
 		if got[id] != 1 {
 			t.Errorf("event %s on the stream %d times; want once", id, got[id])
@@ -306,7 +306,7 @@ func TestRedisRestartedEmptyLosesNothingFromTheOutbox(t *testing.T) {
 	}
 	srv.Start()
 	drained(t, db, 15*time.Second)
-	got := streamIDs2(t, rdb, events.StreamDocuments)
+	got := streamIDsOf(t, rdb, events.StreamDocuments)
 	for _, id := range during {
 		if got[id] != 1 {
 			t.Errorf("event %s written while Redis was down: on the stream %d times; want once", id, got[id])
@@ -315,24 +315,6 @@ func TestRedisRestartedEmptyLosesNothingFromTheOutbox(t *testing.T) {
 	if n, _ := rdb.XLen(ctx, events.StreamDocuments).Result(); n != 25 {
 		t.Errorf("%d entries after the restart; want the 25 written while Redis was down", n)
 	}
-}
-
-// streamIDs2 counts the event ids on stream.
-func streamIDs2(t *testing.T, rdb redis.UniversalClient, stream string) map[uuid.UUID]int {
-	t.Helper()
-	entries, err := rdb.XRange(context.Background(), stream, "-", "+").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[uuid.UUID]int{}
-	for _, e := range entries {
-		msg, err := redisstream.DefaultMarshallerUnmarshaller{}.Unmarshal(e.Values)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[uuid.MustParse(msg.UUID)]++
-	}
-	return out
 }
 
 // Trimming removes only what is past retention and acknowledged by every

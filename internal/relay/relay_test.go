@@ -49,9 +49,15 @@ func newEvent(t *testing.T) events.Envelope {
 }
 
 // streamIDs counts the event ids on the topic stream.
-func streamIDs(t *testing.T, rdb *redis.Client) map[uuid.UUID]int {
+func streamIDs(t *testing.T, rdb redis.UniversalClient) map[uuid.UUID]int {
 	t.Helper()
-	entries, err := rdb.XRange(context.Background(), events.StreamTopics, "-", "+").Result()
+	return streamIDsOf(t, rdb, events.StreamTopics)
+}
+
+// streamIDsOf counts the event ids on stream.
+func streamIDsOf(t *testing.T, rdb redis.UniversalClient, stream string) map[uuid.UUID]int {
+	t.Helper()
+	entries, err := rdb.XRange(context.Background(), stream, "-", "+").Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
 	}
@@ -197,10 +203,7 @@ func TestConcurrentRelaysPublishEverythingOnce(t *testing.T) {
 		}()
 	}
 	writers.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for unpublished(t, db) > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	drained(t, db, 30*time.Second)
 	cancel()
 	wg.Wait()
 	got := streamIDs(t, rdb)

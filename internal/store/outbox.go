@@ -44,15 +44,11 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
-	var ip any
-	if origin.ClientIP != nil {
-		ip = origin.ClientIP.String()
-	}
 	batch.Queue(`insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
 			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details, version)
 		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13, $14)`,
 		ev.OccurredAt, ev.Actor.Type, ev.Actor.ID, ev.Type, ev.AggregateType, ev.AggregateID,
-		ev.ID, ev.CorrelationID, ev.CausationID, ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version)
+		ev.ID, ev.CorrelationID, ev.CausationID, origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version)
 	queueOutbox(batch, ev, payload, origin)
 	return nil
 }
@@ -97,15 +93,19 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 // queueOutbox adds the outbox row of ev (encoded as payload, from origin)
 // to batch.
 func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte, origin Origin) {
-	var ip any
-	if origin.ClientIP != nil {
-		ip = origin.ClientIP.String()
-	}
 	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
 			client_ip, user_agent, request_id)
 		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''))`,
 		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt, ev.Version,
-		ip, truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200))
+		origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200))
+}
+
+// ip is the client IP as an inet parameter (nil when unknown).
+func (o Origin) ip() any {
+	if o.ClientIP == nil {
+		return nil
+	}
+	return o.ClientIP.String()
 }
 
 func truncate(s string, n int) string {
