@@ -34,10 +34,11 @@ func TestRefusesBadConfiguration(t *testing.T) {
 	t.Parallel()
 	good := testenv.ServiceEnv(t, testenv.DB{AppURL: "postgres://u:p@127.0.0.1:5432/docuvault"}, testenv.S3Settings())
 	for key, bad := range map[string]string{
-		"DATABASE_URL": "",
-		"REDIS_URL":    "tcp://127.0.0.1:6379",
-		"METRICS_ADDR": "localhost",
-		"LOG_LEVEL":    "chatty",
+		"DATABASE_URL":     "",
+		"REDIS_URL":        "tcp://127.0.0.1:6379",
+		"METRICS_ADDR":     "localhost",
+		"LOG_LEVEL":        "chatty",
+		"STREAM_RETENTION": "a week",
 	} {
 		t.Run(key, func(t *testing.T) {
 			err := run(context.Background(), nil, good.With(key, bad).Getenv, io.Discard)
