@@ -52,23 +52,6 @@ type replayOptions struct {
 // groups read them and would act on the replayed events again.
 var productionStreams = append(slices.Clone(events.Streams), "docuvault.dead_letter")
 
-// replayArgs splits a command line whose command is replay into the
-// arguments before it (--env-file) and its own; config.Load would refuse
-// the replay flags.
-func replayArgs(args []string) (global, rest []string, ok bool) {
-	for i := 0; i < len(args); i++ {
-		switch a := args[i]; {
-		case a == "replay":
-			return args[:i], args[i+1:], true
-		case a == "--env-file" || a == "-env-file":
-			i++ // its value
-		case !strings.HasPrefix(a, "-"):
-			return nil, nil, false // another command
-		}
-	}
-	return nil, nil, false
-}
-
 func parseReplay(args []string, now time.Time) (replayOptions, error) {
 	var o replayOptions
 	fs := flag.NewFlagSet("relay replay", flag.ContinueOnError)

@@ -21,13 +21,15 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
-const usage = `usage: relay [--env-file PATH] [replay [flags]]
+const usage = `usage: relay [--env-file PATH] [replay [flags] | audit verify [flags]]
 
-Publishes outbox events to Redis Streams. Run several for high availability:
-one leads and publishes, the others stand by and take over within seconds.
+Publishes outbox events to Redis Streams and chains the audit log. Run
+several for high availability: one leads and publishes, the others stand by
+and take over within seconds.
 Settings: DATABASE_URL, REDIS_URL, METRICS_ADDR (default 127.0.0.1:9101),
 STREAM_RETENTION (default 168h); .env.example documents every key.
-"relay replay --help" describes replaying recorded events.
+"relay replay --help" describes replaying recorded events, "relay audit
+help" verifying the audit chain.
 `
 
 // Config is the relay's configuration.
@@ -68,9 +70,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 }
 
 func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if global, rest, ok := replayArgs(args); ok {
+	if global, rest, ok := commandArgs(args, "replay"); ok {
 		// Before the logger: stdout is the replay's output.
 		return replay(ctx, global, rest, getenv, stdout, os.Stderr)
+	}
+	if global, rest, ok := commandArgs(args, "audit"); ok {
+		return audit(ctx, global, rest, getenv, stdout, os.Stderr)
 	}
 	cmd, _, src, err := config.Load("relay", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
@@ -118,10 +123,13 @@ func runRelay(ctx context.Context, args []string, getenv func(string) string, st
 		Trim:    relay.TrimConfig{Retention: cfg.Retention},
 		Metrics: relay.NewMetrics(reg, pool),
 	}, log, pool, relay.StreamPublisher{Redis: rdb})
+	chainer := relay.NewChainer(relay.ChainConfig{}, log, pool, reg)
+	chainDone := make(chan error, 1)
+	go func() { chainDone <- chainer.Run(ctx) }()
 	log.Info("relaying outbox to Redis Streams", "stream_retention", cfg.Retention.String())
 	err = r.Run(ctx)
 	cancel()
-	err = errors.Join(err, <-serverErr)
+	err = errors.Join(err, <-chainDone, <-serverErr)
 	log.Info("stopped")
 	return err
 }

@@ -88,8 +88,15 @@ func (c *cursor) next(now time.Time) int64 {
 func (c *cursor) observe(now time.Time, from int64, rows []store.OutboxRow, xid, xmin uint64, batch int) {
 	last := from
 	if len(rows) > 0 {
-		last = max(last, rows[len(rows)-1].ID)
+		last = rows[len(rows)-1].ID
 	}
+	c.observeIDs(now, from, last, len(rows), xid, xmin, batch)
+}
+
+// observeIDs is observe for a batch of n rows whose highest id is last
+// (from when n is 0).
+func (c *cursor) observeIDs(now time.Time, from, last int64, n int, xid, xmin uint64, batch int) {
+	last = max(last, from)
 	c.hwm = max(c.hwm, last)
 	c.marks = append(c.marks, mark{xid: xid, hwm: c.hwm})
 	c.xmin = max(c.xmin, xmin)
@@ -97,7 +104,7 @@ func (c *cursor) observe(now time.Time, from int64, rows []store.OutboxRow, xid,
 	if i := sort.Search(len(c.marks), func(i int) bool { return c.marks[i].xid >= c.xmin }); i > 1 {
 		c.marks = append(c.marks[:0], c.marks[i-1:]...)
 	}
-	c.full = len(rows) == batch
+	c.full = n == batch
 	switch {
 	case c.full && c.pass != nil:
 		c.pass.from = last // continue the scan

@@ -158,6 +158,7 @@ func TestAppRoleHasDMLOnly(t *testing.T) {
 		`delete from documents`,
 		`insert into audit_log (actor_type, action, aggregate_type, aggregate_id) values ('anonymous', 'test', 'document', gen_random_uuid())`,
 		`select count(*) from audit_log`,
+		`insert into audit_chain (seq, audit_id, hash) values (1, 1, sha256(''))`,
 	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Errorf("app role could not run %q: %v", sql, err)
@@ -176,6 +177,9 @@ func TestAppRoleHasDMLOnly(t *testing.T) {
 		`update audit_log set action = 'tampered'`,
 		`delete from audit_log`,
 		`truncate audit_log`,
+		`update audit_chain set hash = hash`,
+		`delete from audit_chain`,
+		`truncate audit_chain`,
 		`update schema_version set version = 0`,
 	} {
 		_, err := conn.Exec(ctx, sql)
