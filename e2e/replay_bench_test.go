@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/relay"
 	"github.com/docuvault/docuvault/internal/testenv"
 )
 
@@ -81,6 +82,41 @@ func BenchmarkReplay(b *testing.B) {
 		b.Errorf("%d events replayed; want %d", lines.Load(), replayRows)
 	}
 	b.ReportMetric(float64(lines.Load())/elapsed.Seconds(), "events/s")
+
+	// The same history through the audit chain: how fast a relay chains
+	// a backlog of 1M rows, and how fast `relay audit verify` checks them.
+	chainCtx, stopChain := context.WithCancel(ctx)
+	chainDone := make(chan error, 1)
+	t2 := time.Now()
+	go func() { chainDone <- relay.NewChainer(relay.ChainConfig{}, testenv.Logger(b), pool, nil).Run(chainCtx) }()
+	for {
+		var links int
+		if err := pool.QueryRow(ctx, `select count(*) from audit_chain`).Scan(&links); err != nil {
+			b.Fatal(err)
+		}
+		if links == replayRows {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	chainTime := time.Since(t2)
+	stopChain()
+	if err := <-chainDone; err != nil {
+		b.Fatal(err)
+	}
+	verify := exec.CommandContext(ctx, filepath.Join(binDir, "relay"), "audit", "verify")
+	verify.Env = cmd.Env
+	t3 := time.Now()
+	out, err := verify.Output()
+	if err != nil {
+		b.Fatalf("audit verify: %v\n%s", err, out)
+	}
+	verifyTime := time.Since(t3)
+	line = fmt.Sprintf("audit chain of the same %d rows: chained in %v = %.0f links/s; `relay audit verify` in %v = %.0f links/s (%s)",
+		replayRows, chainTime.Round(time.Millisecond), replayRows/chainTime.Seconds(),
+		verifyTime.Round(time.Millisecond), replayRows/verifyTime.Seconds(), strings.TrimSpace(string(out)))
+	fmt.Println(line)
+	writeBenchOut(line + "\n")
 }
 
 // countingWriter counts lines and bytes.
