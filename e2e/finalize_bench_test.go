@@ -88,24 +88,32 @@ func BenchmarkFinalize(b *testing.B) {
 
 	var seed atomic.Uint64
 	finished := 0 // documents the consumer finished so far (all rounds)
-	finalizeRound := func(n int) (float64, time.Duration) {
+	// CPU time of every process during the measured windows, to show
+	// where each document's time goes (the machine's cores are shared by
+	// MinIO, PostgreSQL, Redis and the consumer).
+	finCPU, rawCPU := cpuUse{}, cpuUse{}
+	finalizeRound := func(n int, cpu cpuUse) (float64, time.Duration) {
 		b.Helper()
 		rows := fbSeedUploads(b, pool, blobs, &seed, n)
+		before := cpuNow()
 		rate, elapsed := fbFinalize(b, pool, rdb, rows, finished+n)
+		cpu.add(cpuNow().since(before))
 		finished += n
 		return rate, elapsed
 	}
-	copyRound := func(n int) float64 {
+	copyRound := func(n int, cpu cpuUse) float64 {
 		b.Helper()
 		ids := fbSeedObjects(b, blobs, &seed, n)
+		before := cpuNow()
 		rate := fbCopy(b, blobs, ids)
+		cpu.add(cpuNow().since(before))
 		fbRemoveStaged(b, blobs, ids) // as the consumer does, untimed
 		return rate
 	}
 
 	// Warm up: connections, the consumer group, prepared statements.
-	finalizeRound(fbWarmup)
-	copyRound(fbWarmup)
+	finalizeRound(fbWarmup, cpuUse{})
+	copyRound(fbWarmup, cpuUse{})
 
 	var fin, raw []float64
 	var windows []time.Duration
@@ -113,9 +121,9 @@ func BenchmarkFinalize(b *testing.B) {
 		// Rotate which goes first: the one that follows another's seeding
 		// finds MinIO and PostgreSQL still flushing.
 		measure := []func(){
-			func() { raw = append(raw, copyRound(fbDocs)) },
+			func() { raw = append(raw, copyRound(fbDocs, rawCPU)) },
 			func() {
-				f, w := finalizeRound(fbDocs)
+				f, w := finalizeRound(fbDocs, finCPU)
 				fin, windows = append(fin, f), append(windows, w)
 			},
 		}
@@ -161,6 +169,8 @@ func BenchmarkFinalize(b *testing.B) {
 	report("    one transaction (processed mark, status, audit row, outbox event), unlock, the staged object queued for a batched")
 	report("    multi-object delete; through Watermill, %d finalize workers", fbWorkers)
 	report("  raw: minio-go CopyObject staging/{id} -> users/_unowned/documents/{id} of fresh %d KiB objects, %d goroutines, nothing else", fbSize>>10, fbWorkers)
+	report("  CPU per document in the measured windows (all processes, %d rounds): consumer's %s", fbRounds, finCPU.perItem(fbRounds*fbDocs))
+	report("                                                                 raw copy's %s", rawCPU.perItem(fbRounds*fbDocs))
 	report("  load average at the end: %s", rbLoadAvg())
 	b.ReportMetric(f, "finalize-events/s")
 	b.ReportMetric(r, "raw-copies/s")
