@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -67,7 +68,9 @@ func TestClaimOnlyFromDeadConsumers(t *testing.T) {
 
 // Poison entries (not a Watermill message at all, or an event whose JSON
 // is broken) go to the dead-letter stream with the reason, and the
-// subscription goes on: a good upload behind them is finalised.
+// subscription goes on: a good upload behind them is finalised. The log
+// line of a dead letter names the message and the request and trace it
+// belongs to.
 func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 	t.Parallel()
 	db, s3 := testenv.NewDB(t), testenv.S3(t)
@@ -85,6 +88,9 @@ func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 	}
 	bad := message.NewMessage(uuid.NewString(), []byte("{not json"))
 	bad.Metadata.Set(events.MetaType, events.DocumentUploaded)
+	bad.Metadata.Set(events.MetaCorrelationID, uuid.NewString())
+	bad.Metadata.Set(events.MetaRequestID, "poison-req-1")
+	bad.Metadata.Set(events.MetaTraceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(events.StreamDocuments, bad)
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +162,20 @@ func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 		if u != bad.UUID && !strings.Contains(r, "not a Watermill message") {
 			t.Errorf("reason for the garbage entry: %q", r)
 		}
+	}
+	logged := false
+	for _, rec := range p.Records() {
+		if rec["msg"] == "message dead-lettered" && rec["event_id"] == bad.UUID {
+			logged = true
+			if rec["type"] != events.DocumentUploaded || rec["correlation_id"] != bad.Metadata.Get(events.MetaCorrelationID) ||
+				rec["request_id"] != "poison-req-1" || rec["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+				rec["handler"] == nil || !strings.Contains(fmt.Sprint(rec["err"]), "malformed") {
+				t.Errorf("dead letter log line %v; want the message's type, correlation, request and trace ids, handler and error", rec)
+			}
+		}
+	}
+	if !logged {
+		t.Errorf("no 'message dead-lettered' log line for %s", bad.UUID)
 	}
 	resp, err := http.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {

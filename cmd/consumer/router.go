@@ -18,6 +18,7 @@ import (
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/finalize"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // finalizeWorkers is how many documents one consumer process finalises
@@ -78,16 +79,19 @@ func newRouter(d routerDeps) (*message.Router, error) {
 	// Outermost first: a message that still fails after its retries (or
 	// is malformed) goes to the dead letters with the reason and is
 	// acknowledged, so it never blocks or ends the subscription.
+	msgLog := messageLog{log: d.log}
 	router.AddMiddleware(
 		poison,
 		d.metrics.outer,
+		msgLog.final,
 		rejectMalformed,
 		middleware.Retry{
 			MaxRetries:      6,
 			InitialInterval: 200 * time.Millisecond,
 			MaxInterval:     5 * time.Second,
 			Multiplier:      2,
-			Logger:          wlog,
+			// No Logger: its lines do not name the message; msgLog.attempt
+			// logs each failed attempt instead.
 			ShouldRetry: func(p middleware.RetryParams) bool {
 				// A message no handler can ever read goes to the dead
 				// letters at once.
@@ -95,6 +99,7 @@ func newRouter(d routerDeps) (*message.Router, error) {
 			},
 		}.Middleware,
 		d.metrics.inner,
+		msgLog.attempt,
 		middleware.Recoverer,
 	)
 
@@ -110,4 +115,38 @@ func newRouter(d routerDeps) (*message.Router, error) {
 		router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, d.fin.Handle)
 	}
 	return router, nil
+}
+
+// messageLog logs what goes wrong with a message, each line naming the
+// message by its event id, type, correlation id, request id and trace id
+// (tracing.MessageAttrs), and the handler: every failed attempt (warn) and
+// the failure that sends the message to the dead letters (error).
+type messageLog struct{ log *slog.Logger }
+
+// final wraps the retrying chain: it sees the error a message is
+// dead-lettered with.
+func (l messageLog) final(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil {
+			l.log.Error("message dead-lettered", append(tracing.MessageAttrs(msg),
+				"handler", message.HandlerNameFromCtx(msg.Context()), "err", err)...)
+		}
+		return out, err
+	}
+}
+
+// attempt wraps each attempt.
+func (l messageLog) attempt(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		if err != nil {
+			attrs := append(tracing.MessageAttrs(msg), "handler", message.HandlerNameFromCtx(msg.Context()), "err", err)
+			if n, ok := msg.Context().Value(attemptsKey{}).(*atomic.Int32); ok {
+				attrs = append(attrs, "attempt", n.Load())
+			}
+			l.log.Warn("message handling failed", attrs...)
+		}
+		return out, err
+	}
 }

@@ -28,8 +28,9 @@ const replayUsage = `usage: relay replay [--since T] [--until T] [--document ID]
                     [--batch N (default 20000)]
 
 Re-emits recorded events from the audit log, oldest row first, with their
-original ids: as JSON lines on stdout (the envelope, one per line), or
-published to the stream NAME, which must not be a production stream. T is
+original ids: as JSON lines on stdout (the envelope, one per line, plus
+request_id and traceparent when recorded), or published to the stream
+NAME, which must not be a production stream. T is
 RFC 3339 (2026-05-01T00:00:00Z) or an age (90m, 2h, 7d). Progress goes to
 stderr. Settings: DATABASE_URL, and REDIS_URL with --to-stream.
 `
@@ -260,11 +261,20 @@ func replay(ctx context.Context, global, args []string, getenv func(string) stri
 	return nil
 }
 
-// writeLines writes each envelope as one JSON line and flushes, so a
+// replayLine is one line of replay's output: the envelope, plus the
+// request id and traceparent of its audit row when it has them (they are
+// stream metadata, not envelope members).
+type replayLine struct {
+	events.Envelope
+	RequestID   string `json:"request_id,omitempty"`
+	Traceparent string `json:"traceparent,omitempty"`
+}
+
+// writeLines writes each event as one JSON line and flushes, so a
 // consumer of the pipe sees whole batches.
 func writeLines(out *bufio.Writer, batch []store.AuditEvent) error {
 	for _, a := range batch {
-		line, err := json.Marshal(a.Event)
+		line, err := json.Marshal(replayLine{Envelope: a.Event, RequestID: a.RequestID, Traceparent: a.Traceparent})
 		if err != nil {
 			return fmt.Errorf("encode event %s: %w", a.Event.ID, err)
 		}
@@ -294,6 +304,12 @@ func publishReplay(ctx context.Context, pub *relay.WatermillPublisher, stream st
 		msg.Metadata.Set(events.MetaAggregateID, ev.AggregateID.String())
 		if ev.CorrelationID != uuid.Nil {
 			msg.Metadata.Set(events.MetaCorrelationID, ev.CorrelationID.String())
+		}
+		if a.RequestID != "" {
+			msg.Metadata.Set(events.MetaRequestID, a.RequestID)
+		}
+		if a.Traceparent != "" {
+			msg.Metadata.Set(events.MetaTraceparent, a.Traceparent)
 		}
 		msg.Metadata.Set(metaReplayed, "true")
 		entries[i] = relay.Entry{Stream: stream, Message: msg}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -22,17 +23,20 @@ import (
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/store"
 	"github.com/docuvault/docuvault/internal/testenv"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // history is a recorded sequence of events, in audit order, and what they
 // were written with.
 type history struct {
 	evs                    []events.Envelope
+	origins                []store.Origin // of evs
 	docA, docB, corr1, usr uuid.UUID
 }
 
 // writeHistory records 12 events, one an hour, the last half an hour ago:
-// documents A and B, a topic, two correlation ids, three kinds of actor.
+// documents A and B, a topic, two correlation ids, three kinds of actor;
+// the first and every fourth after it with a request id and traceparent.
 func writeHistory(t *testing.T, pool *pgxpool.Pool) history {
 	t.Helper()
 	h := history{docA: uuid.New(), docB: uuid.New(), corr1: uuid.New(), usr: uuid.New()}
@@ -69,10 +73,15 @@ func writeHistory(t *testing.T, pool *pgxpool.Pool) history {
 				ev.CausationID = &id
 			}
 			ev.OccurredAt = now.Add(-time.Duration(len(plan)-i)*time.Hour + 30*time.Minute)
-			if err := store.Record(context.Background(), tx, ev, store.Origin{}); err != nil {
+			var origin store.Origin
+			if i%4 == 0 {
+				origin = store.Origin{RequestID: fmt.Sprintf("req-%d", i), Traceparent: tracing.Child("")}
+			}
+			if err := store.Record(context.Background(), tx, ev, origin); err != nil {
 				return err
 			}
 			h.evs = append(h.evs, ev)
+			h.origins = append(h.origins, origin)
 			prev = &h.evs[len(h.evs)-1]
 		}
 		return nil
@@ -203,6 +212,29 @@ func TestReplayToStdoutSelectsTheRangeInOrder(t *testing.T) {
 	if out.String() != string(line)+"\n" {
 		t.Errorf("output %q; want %q", out.String(), line)
 	}
+
+	// Lines of events with a request id and traceparent carry them too.
+	out.Reset()
+	if err := run(context.Background(), []string{"replay"}, env.Getenv, &out); err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for line := range strings.Lines(out.String()) {
+		var got struct {
+			ID          uuid.UUID `json:"id"`
+			RequestID   *string   `json:"request_id"`
+			Traceparent *string   `json:"traceparent"`
+		}
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatal(err)
+		}
+		o := h.origins[i]
+		if got.ID != h.evs[i].ID || (o.RequestID == "") != (got.RequestID == nil) || (o.Traceparent == "") != (got.Traceparent == nil) ||
+			(got.RequestID != nil && (*got.RequestID != o.RequestID || *got.Traceparent != o.Traceparent)) {
+			t.Errorf("line %d %s; want event %s with request id %q, traceparent %q", i, line, h.evs[i].ID, o.RequestID, o.Traceparent)
+		}
+		i++
+	}
 }
 
 func TestReplayToStreamIsReadByAWatermillSubscriber(t *testing.T) {
@@ -257,6 +289,9 @@ func TestReplayToStreamIsReadByAWatermillSubscriber(t *testing.T) {
 				msg.Metadata.Get(events.MetaCorrelationID) != ev.CorrelationID.String() ||
 				msg.Metadata.Get(events.MetaAggregateID) != ev.AggregateID.String() {
 				t.Errorf("message %s metadata %v for event %+v", msg.UUID, msg.Metadata, ev)
+			}
+			if o := h.origins[2+len(got)]; msg.Metadata.Get(events.MetaRequestID) != o.RequestID || msg.Metadata.Get(events.MetaTraceparent) != o.Traceparent {
+				t.Errorf("message %s metadata %v; want request id %q, traceparent %q", msg.UUID, msg.Metadata, o.RequestID, o.Traceparent)
 			}
 			got = append(got, ev)
 			msg.Ack()

@@ -42,6 +42,7 @@ import (
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // ConsumerName is the Redis consumer group of the sync handler and its
@@ -123,16 +124,19 @@ func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, conns *Connector
 }
 
 // Handle is the Watermill handler: it plans copies on document.finalized,
-// removals on document.deleted, and ignores the other types.
+// removals on document.deleted, and ignores the other types. The planned
+// rows keep the message's request id and the handler's span under its
+// trace (tracing.MessageContext), for the outcome's event.
 func (s *Syncer) Handle(msg *message.Message) error {
 	var ev events.Envelope
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
 		return fmt.Errorf("%w: message %s: %v", ErrMalformed, msg.UUID, err)
 	}
-	return s.HandleEvent(msg.Context(), ev)
+	return s.HandleEvent(tracing.MessageContext(msg), ev)
 }
 
-// HandleEvent is Handle for a decoded event.
+// HandleEvent is Handle for a decoded event, handled in ctx's request id
+// and span.
 func (s *Syncer) HandleEvent(ctx context.Context, ev events.Envelope) error {
 	var err error
 	switch ev.Type {
@@ -187,6 +191,7 @@ func (s *Syncer) planCopies(ctx context.Context, ev events.Envelope) error {
 			added, err := store.InsertCloudSync(ctx, tx, store.CloudSync{
 				DocumentID: doc.ID, ConnectionID: c.ID, RemoteKey: RemoteKey(c.Settings, doc),
 				CauseEventID: &ev.ID, CorrelationID: &corr,
+				RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx),
 			})
 			if err != nil {
 				return err
@@ -198,7 +203,7 @@ func (s *Syncer) planCopies(ctx context.Context, ev events.Envelope) error {
 		return nil
 	})
 	if err == nil && n > 0 {
-		s.log.Info("cloud copies planned", "document_id", ev.AggregateID, "connections", n, "event_id", ev.ID)
+		s.log.Info("cloud copies planned", append([]any{"document_id", ev.AggregateID, "connections", n}, tracing.EventAttrs(ctx, ev)...)...)
 	}
 	return err
 }
@@ -213,11 +218,12 @@ func (s *Syncer) planRemovals(ctx context.Context, ev events.Envelope) error {
 		if err != nil || !fresh {
 			return err
 		}
-		n, err = store.ScheduleRemovals(ctx, tx, ev.AggregateID, ev.ID, ev.CorrelationID)
+		n, err = store.ScheduleRemovals(ctx, tx, ev.AggregateID, ev.ID, ev.CorrelationID,
+			store.Origin{RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)})
 		return err
 	})
 	if err == nil && n > 0 {
-		s.log.Info("cloud removals planned", "document_id", ev.AggregateID, "connections", n, "event_id", ev.ID)
+		s.log.Info("cloud removals planned", append([]any{"document_id", ev.AggregateID, "connections", n}, tracing.EventAttrs(ctx, ev)...)...)
 	}
 	return err
 }
@@ -421,8 +427,8 @@ func (s *Syncer) failed(ctx context.Context, row store.CloudSync, msg string) {
 		ev, err := s.event(events.CloudSyncFailed, cur, conn, events.CloudSync{Error: msg})
 		return &ev, err
 	})
-	log := s.log.With("document_id", row.DocumentID, "connection_id", row.ConnectionID, "operation", row.Operation,
-		"attempt", row.Attempts, "err", msg)
+	log := s.log.With(append([]any{"document_id", row.DocumentID, "connection_id", row.ConnectionID, "operation", row.Operation,
+		"attempt", row.Attempts, "err", msg}, rowAttrs(row)...)...)
 	switch {
 	case err != nil:
 		log.Error("record failed cloud sync attempt", "record_err", err)
@@ -448,14 +454,15 @@ func (s *Syncer) release(ctx context.Context, row store.CloudSync, cause error) 
 		return store.UpdateCloudSync(ctx, tx, cur)
 	})
 	if err != nil {
-		s.log.Warn("hand back cloud sync", "document_id", row.DocumentID, "connection_id", row.ConnectionID, "err", err,
-			"cause", cause)
+		s.log.Warn("hand back cloud sync", append([]any{"document_id", row.DocumentID, "connection_id", row.ConnectionID, "err", err,
+			"cause", cause}, rowAttrs(row)...)...)
 	}
 }
 
 // commit runs decide in one transaction with the document row, the
 // connection row and the sync row locked, in that order (the order every
-// writer of these rows follows), and records the event decide returns.
+// writer of these rows follows), and records the event decide returns,
+// with the row's request id and a span of its own under the row's trace.
 // The document lock puts the event in commit order with the document's
 // other events. A row or connection deleted meanwhile ends it quietly.
 func (s *Syncer) commit(ctx context.Context, row store.CloudSync,
@@ -479,7 +486,7 @@ func (s *Syncer) commit(ctx context.Context, row store.CloudSync,
 			return err
 		}
 		wrote = true
-		return store.Record(ctx, tx, *ev, store.Origin{})
+		return store.Record(ctx, tx, *ev, store.Origin{RequestID: cur.RequestID, Traceparent: tracing.Child(cur.Traceparent)})
 	})
 	if err == nil && wrote {
 		s.notify.Poke()
@@ -516,6 +523,26 @@ func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
 func claimed(cur, row store.CloudSync) bool {
 	return cur.Operation == row.Operation && cur.Status == store.SyncPending &&
 		cur.Attempts == row.Attempts && cur.NextAttemptAt.Equal(row.NextAttemptAt)
+}
+
+// rowAttrs are the slog attributes that tie a log line about row to the
+// event and request that planned it: cause_event_id, correlation_id,
+// request_id and trace_id, those it has.
+func rowAttrs(row store.CloudSync) []any {
+	var attrs []any
+	if row.CauseEventID != nil {
+		attrs = append(attrs, "cause_event_id", row.CauseEventID.String())
+	}
+	if row.CorrelationID != nil {
+		attrs = append(attrs, "correlation_id", row.CorrelationID.String())
+	}
+	if row.RequestID != "" {
+		attrs = append(attrs, "request_id", row.RequestID)
+	}
+	if id := tracing.TraceIDOf(row.Traceparent); id != "" {
+		attrs = append(attrs, "trace_id", id)
+	}
+	return attrs
 }
 
 func ignoreNotFound(err error) error {

@@ -27,15 +27,15 @@ const (
 )
 
 // StreamAudit carries every event once more, in the order the relay
-// published them, with where it came from (client IP, user agent, request
-// id) in the message metadata: the live tail of the audit log.
+// published them, with where it came from (client IP and user agent, on
+// this stream only) in the message metadata: the live tail of the audit
+// log.
 const StreamAudit = "docuvault.audit"
 
-// Metadata keys of the audit stream's origin.
+// Metadata keys of the audit stream's origin: where the change came from.
 const (
 	MetaClientIP  = "client_ip"
 	MetaUserAgent = "user_agent"
-	MetaRequestID = "request_id"
 )
 
 // Streams lists every stream the relay publishes to.
@@ -76,6 +76,13 @@ const (
 	MetaVersion       = "version"
 	MetaCorrelationID = "correlation_id"
 	MetaAggregateID   = "aggregate_id"
+	// MetaRequestID is the id of the HTTP request that caused the event,
+	// or the one that caused its cause (absent when no request did).
+	MetaRequestID = "request_id"
+	// MetaTraceparent is the W3C traceparent of the span that wrote the
+	// event: the HTTP request's, or a consumer's under the trace of the
+	// event it handled (internal/tracing).
+	MetaTraceparent = "traceparent"
 )
 
 // Actor is who caused an event.

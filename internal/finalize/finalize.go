@@ -27,6 +27,7 @@ import (
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // ConsumerName identifies this consumer in processed_events and its Redis
@@ -62,13 +63,14 @@ var errOverQuota = errors.New("over quota")
 
 // Handle is the Watermill handler for the document stream: it finalises
 // document.uploaded, purges the objects of document.deleted and ignores
-// the other types.
+// the other types. The events it writes keep the message's request id and
+// continue its trace (tracing.MessageContext).
 func (f *Finalizer) Handle(msg *message.Message) error {
 	var ev events.Envelope
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
 		return fmt.Errorf("%w: message %s: %v", ErrMalformed, msg.UUID, err)
 	}
-	ctx := msg.Context()
+	ctx := tracing.MessageContext(msg)
 	switch ev.Type {
 	case events.DocumentUploaded:
 		return f.Finalize(ctx, ev)
@@ -81,7 +83,8 @@ func (f *Finalizer) Handle(msg *message.Message) error {
 // Finalize verifies the staged object of the uploaded document (size and
 // SHA-256), copies it server-side to its final key, removes the staging
 // object and, in one transaction, marks the document ready (or rejected
-// with a reason) with its audit row and event.
+// with a reason) with its audit row and event, which carries ctx's request
+// id and span (internal/tracing).
 //
 // Deliveries of the same document are serialised by an advisory lock, so
 // a concurrent duplicate waits and then finds the work done, instead of
@@ -112,7 +115,8 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 		return err
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		f.log.Warn("uploaded event for a document that does not exist", "document_id", ev.AggregateID, "event_id", ev.ID)
+		f.log.Warn("uploaded event for a document that does not exist",
+			append([]any{"document_id", ev.AggregateID}, tracing.EventAttrs(ctx, ev)...)...)
 		return nil
 	}
 	if err != nil {
@@ -383,7 +387,7 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 			return err
 		}
 		var done bool
-		done, err = store.FinishAndRecord(ctx, conn, ConsumerName, ev.ID, doc.ID, status, key, reasonPtr, out)
+		done, err = store.FinishAndRecord(ctx, conn, ConsumerName, ev.ID, doc.ID, status, key, reasonPtr, out, origin(ctx))
 		stale = err == nil && !done
 	} else {
 		err = f.finishCharged(ctx, conn, ev, doc, status, key, reasonPtr, typ, &stale)
@@ -399,12 +403,19 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 		return err
 	}
 	f.notify.Poke()
+	attrs := append([]any{"document_id", doc.ID}, tracing.EventAttrs(ctx, ev)...)
 	if status == store.StatusRejected {
-		f.log.Warn("document rejected", "document_id", doc.ID, "reason", reason, "event_id", ev.ID)
+		f.log.Warn("document rejected", append(attrs, "reason", reason)...)
 	} else {
-		f.log.Info("document ready", "document_id", doc.ID, "size_bytes", doc.SizeBytes, "event_id", ev.ID)
+		f.log.Info("document ready", append(attrs, "size_bytes", doc.SizeBytes)...)
 	}
 	return nil
+}
+
+// origin is the origin of the events written while handling an event in
+// ctx: its request id and the handler's span.
+func origin(ctx context.Context) store.Origin {
+	return store.Origin{RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)}
 }
 
 // finishCharged is finish for a document that becomes ready and has an
@@ -440,7 +451,7 @@ func (f *Finalizer) finishCharged(ctx context.Context, conn db, ev events.Envelo
 		if err != nil {
 			return err
 		}
-		return store.Record(ctx, tx, out, store.Origin{})
+		return store.Record(ctx, tx, out, origin(ctx))
 	})
 }
 

@@ -6,11 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"net/netip"
 	"reflect"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -20,6 +22,7 @@ import (
 	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/store"
 	"github.com/docuvault/docuvault/internal/testenv"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 type fixture struct {
@@ -40,8 +43,17 @@ func setup(t *testing.T) *fixture {
 	return &fixture{db: pool, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, fin: finalize.New(testenv.Logger(t), pool, blobs, nil, store.QuotaLimits{Bytes: 1 << 40, Documents: 1 << 20})}
 }
 
+// apiOrigin is the origin the fixture's uploads are recorded with, as the
+// API records a request's.
+var apiOrigin = func() store.Origin {
+	ip := netip.MustParseAddr("198.51.100.4")
+	return store.Origin{ClientIP: &ip, UserAgent: "test/1", RequestID: "upload-req-1",
+		Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+}()
+
 // upload does what the API does: stage the bytes, then commit the pending
-// row with its event. claimed is the checksum the row records.
+// row with its event (from apiOrigin). claimed is the checksum the row
+// records.
 func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document, events.Envelope) {
 	t.Helper()
 	ctx := context.Background()
@@ -64,7 +76,7 @@ func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document,
 		if err != nil {
 			return err
 		}
-		return store.Record(ctx, tx, ev, store.Origin{})
+		return store.Record(ctx, tx, ev, apiOrigin)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -275,8 +287,11 @@ func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
 	// stream entry was lost).
 	content, sum := randomContent(t, 1<<10)
 	doc, _ := f.upload(t, content, sum)
+	const originColumns = `coalesce(host(client_ip), ''), coalesce(user_agent, ''), coalesce(request_id, ''), coalesce(traceparent, '')`
 	var original string
-	if err := f.admin.QueryRow(ctx, `select payload::text from outbox`).Scan(&original); err != nil {
+	var originalOrigin [4]string
+	if err := f.admin.QueryRow(ctx, `select payload::text, `+originColumns+` from outbox`).Scan(&original,
+		&originalOrigin[0], &originalOrigin[1], &originalOrigin[2], &originalOrigin[3]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.admin.Exec(ctx, `delete from outbox`); err != nil { // as the relay does
@@ -306,10 +321,16 @@ func TestSweepRemovesOrphansAndRequeuesStuckUploads(t *testing.T) {
 	if res.Republished != 1 || f.count(t, `select count(*) from outbox`) != 1 {
 		t.Fatalf("republished %d; want the stuck upload's event re-queued once", res.Republished)
 	}
-	// The event is rebuilt from its audit row: same id, same envelope.
+	// The event is rebuilt from its audit row: same id, same envelope, same
+	// origin (request id and traceparent included).
 	var rebuilt string
-	if err := f.admin.QueryRow(ctx, `select payload::text from outbox`).Scan(&rebuilt); err != nil {
+	var rebuiltOrigin [4]string
+	if err := f.admin.QueryRow(ctx, `select payload::text, `+originColumns+` from outbox`).Scan(&rebuilt,
+		&rebuiltOrigin[0], &rebuiltOrigin[1], &rebuiltOrigin[2], &rebuiltOrigin[3]); err != nil {
 		t.Fatal(err)
+	}
+	if rebuiltOrigin != originalOrigin || originalOrigin[2] != apiOrigin.RequestID {
+		t.Errorf("re-queued event's origin %q; want the original's %q", rebuiltOrigin, originalOrigin)
 	}
 	var a, b map[string]any
 	if err := json.Unmarshal([]byte(original), &a); err != nil {
@@ -359,5 +380,44 @@ func TestSweepPurgesDeletionsWhoseEventWasLost(t *testing.T) {
 	}
 	if res, _ := f.fin.SweepOnce(ctx, finalize.SweepConfig{RepublishAfter: time.Minute}); res.Purged != 0 {
 		t.Errorf("a second sweep purged %d again", res.Purged)
+	}
+}
+
+// The event a delivery writes keeps the delivered message's request id and
+// continues its trace: same trace id, a span of its own. Both paths of
+// finish are covered: one statement (no owner) and the quota charge.
+func TestFinalizeKeepsTheRequestIDAndContinuesTheTrace(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	content, sum := randomContent(t, 4<<10)
+	unowned, unownedEv := f.upload(t, content, sum)
+	owned, ownedEv := f.uploadAs(t, f.newUser(t), content)
+	for _, c := range []struct {
+		doc store.Document
+		ev  events.Envelope
+	}{{unowned, unownedEv}, {owned, ownedEv}} {
+		payload, err := json.Marshal(c.ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := message.NewMessage(c.ev.ID.String(), payload)
+		msg.Metadata.Set(events.MetaRequestID, apiOrigin.RequestID)
+		msg.Metadata.Set(events.MetaTraceparent, apiOrigin.Traceparent)
+		if err := f.fin.Handle(msg); err != nil {
+			t.Fatal(err)
+		}
+		var requestID, traceparent *string
+		for _, table := range []string{"audit_log", "outbox"} {
+			if err := f.admin.QueryRow(ctx, `select request_id, traceparent from `+table+` where aggregate_id = $1 and event_id <> $2`,
+				c.doc.ID, c.ev.ID).Scan(&requestID, &traceparent); err != nil {
+				t.Fatalf("%s: %v", table, err)
+			}
+			if requestID == nil || *requestID != apiOrigin.RequestID || traceparent == nil ||
+				tracing.TraceIDOf(*traceparent) != tracing.TraceIDOf(apiOrigin.Traceparent) || *traceparent == apiOrigin.Traceparent {
+				t.Errorf("%s row of the finalized event: request_id %v, traceparent %v; want %s and a new span in trace %s",
+					table, requestID, traceparent, apiOrigin.RequestID, tracing.TraceIDOf(apiOrigin.Traceparent))
+			}
+		}
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,6 +26,7 @@ import (
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // documentJSON is a document as the API returns it.
@@ -152,7 +152,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 			// that fail, the consumer's sweep removes them after the grace
 			// period.
 			if err := s.Blobs.Remove(context.WithoutCancel(ctx), key); err != nil {
-				s.Log.Warn("remove staged object", "key", key, "err", err)
+				s.log(r).Warn("remove staged object", "key", key, "err", err)
 			}
 		}
 	}()
@@ -511,9 +511,11 @@ func correlationID(r *http.Request) uuid.UUID {
 	return uuid.Must(uuid.NewV7())
 }
 
-// origin is the audit context of a request.
+// origin is the audit context of a request: its client, request id and
+// span (tracing.Middleware).
 func origin(r *http.Request) store.Origin {
-	o := store.Origin{UserAgent: r.UserAgent(), RequestID: middleware.GetReqID(r.Context())}
+	ctx := r.Context()
+	o := store.Origin{UserAgent: r.UserAgent(), RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		ip := ap.Addr().Unmap()
 		o.ClientIP = &ip
@@ -675,7 +677,7 @@ func (s *server) getContent(w http.ResponseWriter, r *http.Request) {
 	obj, _, err := s.Blobs.Open(r.Context(), doc.StorageKey)
 	if err != nil {
 		if errors.Is(err, blob.ErrNotFound) {
-			s.Log.Error("ready document has no object", "document_id", doc.ID, "key", doc.StorageKey)
+			s.log(r).Error("ready document has no object", "document_id", doc.ID, "key", doc.StorageKey)
 		}
 		s.fail(w, r, &unavailable{dependency: "object_storage", err: err})
 		return

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/docuvault/docuvault/internal/problem"
@@ -95,8 +94,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var down *unavailable
 	if errors.As(err, &down) {
-		s.Log.Error("dependency unavailable", "dependency", down.dependency, "err", down.err,
-			"request_id", middleware.GetReqID(r.Context()))
+		s.log(r).Error("dependency unavailable", "dependency", down.dependency, "err", down.err)
 		w.Header().Set("Retry-After", "5")
 		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "dependency-unavailable", "Service unavailable",
 			down.dependency+" is unavailable; nothing was stored, retry later"))
@@ -112,8 +110,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away; nobody reads the answer.
 		return
 	}
-	s.Log.Error("request failed", "err", err, "method", r.Method, "path", r.URL.Path,
-		"request_id", middleware.GetReqID(r.Context()))
+	s.log(r).Error("request failed", "err", err, "method", r.Method, "path", r.URL.Path)
 	problem.Write(w, r, problem.New(http.StatusInternalServerError, "internal", "Internal error",
 		"the server failed; the request id identifies it in the logs"))
 }

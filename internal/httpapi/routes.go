@@ -4,16 +4,18 @@ import (
 	"net/http"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/docuvault/docuvault/internal/health"
 	"github.com/docuvault/docuvault/internal/problem"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // routes lists every route the API serves.
 func (s *server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID)
+	// Every response, 404s and problems included, names its request id
+	// and span (X-Request-ID, traceparent).
+	r.Use(tracing.Middleware)
 	r.Use(s.recoverer)
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
@@ -71,7 +73,7 @@ func (s *server) recoverer(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.Log.Error("handler panic", "panic", v, "path", r.URL.Path, "request_id", middleware.GetReqID(r.Context()))
+				s.log(r).Error("handler panic", "panic", v, "path", r.URL.Path)
 				problem.Write(w, r, problem.New(http.StatusInternalServerError, "internal", "Internal error", ""))
 			}
 		}()

@@ -14,6 +14,7 @@ import (
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // Config is the API's behaviour.
@@ -52,6 +53,10 @@ func New(deps Deps) http.Handler {
 
 // readinessTimeout bounds each /readyz probe.
 const readinessTimeout = 2 * time.Second
+
+// log is the server's logger for lines about r: with its request_id and
+// trace_id.
+func (s *server) log(r *http.Request) *slog.Logger { return s.Log.With(tracing.Attrs(r.Context())...) }
 
 func (s *server) pingDB(ctx context.Context) error    { return s.DB.Ping(ctx) }
 func (s *server) pingRedis(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }

@@ -24,6 +24,7 @@ import (
 	"github.com/docuvault/docuvault/internal/relay"
 	"github.com/docuvault/docuvault/internal/store"
 	"github.com/docuvault/docuvault/internal/testenv"
+	"github.com/docuvault/docuvault/internal/tracing"
 )
 
 // runRelay runs r until the returned stop is called (or the test ends) and
@@ -501,19 +502,25 @@ func TestRelayConnectionsComeBack(t *testing.T) {
 
 // Every event also reaches the audit stream, once, in the order the relay
 // published it, with its origin in the metadata and the same payload as on
-// its own stream.
+// its own stream. The request id and traceparent are on both streams, the
+// client IP and user agent on the audit stream only.
 func TestEveryEventReachesTheAuditStream(t *testing.T) {
 	t.Parallel()
 	db, rdb := setup(t)
 	ctx := context.Background()
 	ip := netip.MustParseAddr("192.0.2.7")
 	var ids []uuid.UUID
+	var origins []store.Origin
 	for i := range 6 {
 		ev := newEvent(t)
 		origin := store.Origin{}
-		if i%2 == 0 {
-			origin = store.Origin{ClientIP: &ip, UserAgent: "curl/8", RequestID: fmt.Sprintf("req-%d", i)}
+		switch i % 3 {
+		case 0: // an HTTP request's
+			origin = store.Origin{ClientIP: &ip, UserAgent: "curl/8", RequestID: fmt.Sprintf("req-%d", i), Traceparent: tracing.Child("")}
+		case 1: // a consumer's, caused by a request
+			origin = store.Origin{RequestID: fmt.Sprintf("req-%d", i), Traceparent: tracing.Child("")}
 		}
+		origins = append(origins, origin)
 		if err := store.WithTx(ctx, db, func(tx pgx.Tx) error { return store.Record(ctx, tx, ev, origin) }); err != nil {
 			t.Fatal(err)
 		}
@@ -543,12 +550,19 @@ func TestEveryEventReachesTheAuditStream(t *testing.T) {
 		if msg.UUID != ids[i].String() || string(msg.Payload) != string(ownMsg.Payload) {
 			t.Errorf("audit entry %d: %s; want event %s with the payload of its own stream", i, msg.UUID, ids[i])
 		}
-		wantIP, wantReq := "", ""
-		if i%2 == 0 {
-			wantIP, wantReq = ip.String(), fmt.Sprintf("req-%d", i)
+		o := origins[i]
+		wantIP := ""
+		if o.ClientIP != nil {
+			wantIP = o.ClientIP.String()
 		}
-		if msg.Metadata.Get(events.MetaClientIP) != wantIP || msg.Metadata.Get(events.MetaRequestID) != wantReq {
-			t.Errorf("audit entry %d metadata %v; want client_ip %q, request_id %q", i, msg.Metadata, wantIP, wantReq)
+		if md := msg.Metadata; md.Get(events.MetaClientIP) != wantIP || md.Get(events.MetaUserAgent) != o.UserAgent ||
+			md.Get(events.MetaRequestID) != o.RequestID || md.Get(events.MetaTraceparent) != o.Traceparent {
+			t.Errorf("audit entry %d metadata %v; want client_ip %q, user_agent %q, request_id %q, traceparent %q",
+				i, md, wantIP, o.UserAgent, o.RequestID, o.Traceparent)
+		}
+		if md := ownMsg.Metadata; md.Get(events.MetaRequestID) != o.RequestID || md.Get(events.MetaTraceparent) != o.Traceparent ||
+			md.Get(events.MetaClientIP) != "" || md.Get(events.MetaUserAgent) != "" {
+			t.Errorf("topic entry %d metadata %v; want request_id %q, traceparent %q and no client", i, md, o.RequestID, o.Traceparent)
 		}
 	}
 }

@@ -342,7 +342,8 @@ func (b *backoff) wait(ctx context.Context) {
 // trip per batch, each row one XADD of a Watermill message to its stream
 // and one to the audit stream: the event id is the message UUID, the
 // envelope the payload, and the metadata carries the type, version,
-// correlation id and aggregate id (and, on the audit stream, the origin).
+// correlation id, aggregate id, request id and traceparent (and, on the
+// audit stream only, the client IP and user agent).
 type StreamPublisher struct {
 	Redis redis.UniversalClient
 }
@@ -358,17 +359,24 @@ func Message(row store.OutboxRow) *message.Message {
 	if row.CorrelationID != nil {
 		msg.Metadata.Set(events.MetaCorrelationID, row.CorrelationID.String())
 	}
+	if row.RequestID != "" {
+		msg.Metadata.Set(events.MetaRequestID, row.RequestID)
+	}
+	if row.Traceparent != "" {
+		msg.Metadata.Set(events.MetaTraceparent, row.Traceparent)
+	}
 	return msg
 }
 
 // AuditMessage is the audit stream's message for an outbox row: the event's
-// message with where it came from in the metadata.
+// message with the client IP and user agent it came from in the metadata.
 func AuditMessage(row store.OutboxRow) *message.Message {
 	msg := Message(row)
-	for k, v := range map[string]string{events.MetaClientIP: row.ClientIP, events.MetaUserAgent: row.UserAgent, events.MetaRequestID: row.RequestID} {
-		if v != "" {
-			msg.Metadata.Set(k, v)
-		}
+	if row.ClientIP != "" {
+		msg.Metadata.Set(events.MetaClientIP, row.ClientIP)
+	}
+	if row.UserAgent != "" {
+		msg.Metadata.Set(events.MetaUserAgent, row.UserAgent)
 	}
 	return msg
 }
@@ -379,8 +387,10 @@ func (p StreamPublisher) Publish(ctx context.Context, rows []store.OutboxRow) er
 	entries := make([]Entry, 2*len(rows))
 	for i, row := range rows {
 		msg := Message(row)
-		audit := msg // the same message, encoded once, unless it has an origin
-		if row.ClientIP != "" || row.UserAgent != "" || row.RequestID != "" {
+		// The same message, encoded once, unless the audit stream's has
+		// more metadata: the pipeline's events (no client) share it.
+		audit := msg
+		if row.ClientIP != "" || row.UserAgent != "" {
 			audit = AuditMessage(row)
 		}
 		entries[i] = Entry{Stream: row.Stream, Message: msg}

@@ -29,9 +29,13 @@ type AuditFilter struct {
 
 // AuditEvent is an event rebuilt from its audit row. Seq is the row's id:
 // the order rows were written in, and the keyset of AuditEvents.
+// RequestID and Traceparent are the row's ("" when it has none): they
+// travel in stream metadata, not in the envelope.
 type AuditEvent struct {
-	Seq   int64
-	Event events.Envelope
+	Seq         int64
+	Event       events.Envelope
+	RequestID   string
+	Traceparent string
 }
 
 // AuditEvents returns up to limit events of the audit log that match f and
@@ -73,7 +77,8 @@ func AuditEvents(ctx context.Context, db DBTX, f AuditFilter, after int64, limit
 	}
 	args = append(args, limit)
 	rows, err := db.Query(ctx, `select id, action, occurred_at, actor_type, actor_id, aggregate_type, aggregate_id,
-			event_id, correlation_id, causation_id, details::text, version
+			event_id, correlation_id, causation_id, details::text, version,
+			coalesce(request_id, ''), coalesce(traceparent, '')
 		from audit_log where `+strings.Join(where, " and ")+`
 		order by id limit $`+strconv.Itoa(len(args)), args...)
 	if err != nil {
@@ -82,7 +87,7 @@ func AuditEvents(ctx context.Context, db DBTX, f AuditFilter, after int64, limit
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditEvent, error) {
 		var a AuditEvent
 		var e auditEnvelope
-		err := row.Scan(append([]any{&a.Seq, &e.Type}, e.targets()...)...)
+		err := row.Scan(append(append([]any{&a.Seq, &e.Type}, e.targets()...), &a.RequestID, &a.Traceparent)...)
 		a.Event = e.envelope()
 		return a, err
 	})

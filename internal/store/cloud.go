@@ -172,17 +172,24 @@ type CloudSync struct {
 	SyncedAt      *time.Time
 	CauseEventID  *uuid.UUID
 	CorrelationID *uuid.UUID
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
+	// RequestID and Traceparent are those of the handler that planned
+	// the current operation ("" when unknown): the outcome's event keeps
+	// the request id and continues the trace.
+	RequestID   string
+	Traceparent string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 const cloudSyncColumns = `document_id, connection_id, operation, status, attempts, last_error, remote_key, etag,
-	next_attempt_at, synced_at, cause_event_id, correlation_id, created_at, updated_at`
+	next_attempt_at, synced_at, cause_event_id, correlation_id, coalesce(request_id, ''), coalesce(traceparent, ''),
+	created_at, updated_at`
 
 func scanCloudSync(row pgx.Row) (CloudSync, error) {
 	var s CloudSync
 	err := row.Scan(&s.DocumentID, &s.ConnectionID, &s.Operation, &s.Status, &s.Attempts, &s.LastError, &s.RemoteKey,
-		&s.ETag, &s.NextAttemptAt, &s.SyncedAt, &s.CauseEventID, &s.CorrelationID, &s.CreatedAt, &s.UpdatedAt)
+		&s.ETag, &s.NextAttemptAt, &s.SyncedAt, &s.CauseEventID, &s.CorrelationID, &s.RequestID, &s.Traceparent,
+		&s.CreatedAt, &s.UpdatedAt)
 	return s, translate(err)
 }
 
@@ -198,10 +205,10 @@ func collectCloudSyncs(rows pgx.Rows, err error) ([]CloudSync, error) {
 // now, unless the pair has a row already. It reports whether it added one.
 func InsertCloudSync(ctx context.Context, tx pgx.Tx, s CloudSync) (bool, error) {
 	tag, err := tx.Exec(ctx, `insert into cloud_sync (document_id, connection_id, operation, status, remote_key,
-			cause_event_id, correlation_id)
-		values ($1, $2, 'copy', 'pending', $3, $4, $5)
+			cause_event_id, correlation_id, request_id, traceparent)
+		values ($1, $2, 'copy', 'pending', $3, $4, $5, nullif($6, ''), nullif($7, ''))
 		on conflict (document_id, connection_id) do nothing`,
-		s.DocumentID, s.ConnectionID, s.RemoteKey, s.CauseEventID, s.CorrelationID)
+		s.DocumentID, s.ConnectionID, s.RemoteKey, s.CauseEventID, s.CorrelationID, truncate(s.RequestID, 200), s.Traceparent)
 	if err != nil {
 		return false, translate(err)
 	}
@@ -210,14 +217,16 @@ func InsertCloudSync(ctx context.Context, tx pgx.Tx, s CloudSync) (bool, error) 
 
 // ScheduleRemovals turns the copies of a deleted document on connections
 // with delete_remote into pending removals, due now, caused by event
-// cause. It returns how many rows it changed.
-func ScheduleRemovals(ctx context.Context, tx pgx.Tx, documentID uuid.UUID, cause, correlation uuid.UUID) (int64, error) {
+// cause and planned under origin's request id and traceparent. It returns
+// how many rows it changed.
+func ScheduleRemovals(ctx context.Context, tx pgx.Tx, documentID uuid.UUID, cause, correlation uuid.UUID, origin Origin) (int64, error) {
 	tag, err := tx.Exec(ctx, `update cloud_sync s
 		set operation = 'remove', status = 'pending', attempts = 0, last_error = null, next_attempt_at = now(),
-		    cause_event_id = $2, correlation_id = $3, updated_at = now()
+		    cause_event_id = $2, correlation_id = $3, request_id = nullif($4, ''), traceparent = nullif($5, ''),
+		    updated_at = now()
 		from cloud_connections c
 		where s.document_id = $1 and s.operation = 'copy' and c.id = s.connection_id and c.delete_remote`,
-		documentID, cause, correlation)
+		documentID, cause, correlation, truncate(origin.RequestID, 200), origin.Traceparent)
 	return tag.RowsAffected(), translate(err)
 }
 

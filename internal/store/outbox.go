@@ -16,12 +16,17 @@ import (
 	"github.com/docuvault/docuvault/internal/events"
 )
 
-// Origin is where a change came from, for the audit log: the HTTP request
-// (client IP, user agent, request id) or nothing for the pipeline.
+// Origin is where a change came from, for the audit log and the outbox:
+// the HTTP request (client IP, user agent, request id) or nothing for the
+// pipeline, and the trace of the span that wrote the event. A consumer's
+// events keep the request id of the request that caused them.
 type Origin struct {
 	ClientIP  *netip.Addr
 	UserAgent string
 	RequestID string
+	// Traceparent is the W3C traceparent of the span that wrote the event
+	// (internal/tracing; version 00 only), or "".
+	Traceparent string
 }
 
 // Record writes ev to the audit log and the outbox in tx, the transaction
@@ -45,10 +50,11 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 		return fmt.Errorf("encode event: %w", err)
 	}
 	batch.Queue(`insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details, version)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13, $14)`,
+			event_id, correlation_id, causation_id, client_ip, user_agent, request_id, details, version, traceparent)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), $13, $14, nullif($15, ''))`,
 		ev.OccurredAt, ev.Actor.Type, ev.Actor.ID, ev.Type, ev.AggregateType, ev.AggregateID,
-		ev.ID, ev.CorrelationID, ev.CausationID, origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version)
+		ev.ID, ev.CorrelationID, ev.CausationID, origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), ev.Data, ev.Version,
+		origin.Traceparent)
 	queueOutbox(batch, ev, payload, origin)
 	return nil
 }
@@ -57,10 +63,11 @@ func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 // one statement (one round trip, its own transaction): it records eventID
 // as handled by consumer, moves document id from pending to status (with
 // finalKey as its storage key unless empty, and reason), and writes the
-// audit row and outbox row of out. If the event was handled before, or the
-// document is no longer pending, it changes nothing but the handled mark
-// and reports false.
-func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id uuid.UUID, status, finalKey string, reason *string, out events.Envelope) (bool, error) {
+// audit row and outbox row of out (with origin's request id and
+// traceparent). If the event was handled before, or the document is no
+// longer pending, it changes nothing but the handled mark and reports
+// false.
+func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id uuid.UUID, status, finalKey string, reason *string, out events.Envelope, origin Origin) (bool, error) {
 	payload, err := json.Marshal(out)
 	if err != nil {
 		return false, fmt.Errorf("encode event: %w", err)
@@ -75,15 +82,17 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 			returning id),
 		audit as (
 			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-				event_id, correlation_id, causation_id, details, version)
-			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19 from doc),
+				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
+			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19, nullif($20, ''), nullif($21, '') from doc),
 		queued as (
-			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version)
-			select $13, $17, $10, $11, $12, $14, $18, $7, $19 from doc)
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
+				request_id, traceparent)
+			select $13, $17, $10, $11, $12, $14, $18, $7, $19, nullif($20, ''), nullif($21, '') from doc)
 		select count(*) from doc`,
 		consumer, eventID, id, status, finalKey, reason,
 		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
-		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version).Scan(&n)
+		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version,
+		truncate(origin.RequestID, 200), origin.Traceparent).Scan(&n)
 	if err != nil {
 		return false, translate(err)
 	}
@@ -94,10 +103,10 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 // to batch.
 func queueOutbox(batch *pgx.Batch, ev events.Envelope, payload []byte, origin Origin) {
 	batch.Queue(`insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
-			client_ip, user_agent, request_id)
-		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''))`,
+			client_ip, user_agent, request_id, traceparent)
+		values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::inet, nullif($11, ''), nullif($12, ''), nullif($13, ''))`,
 		ev.ID, ev.Stream(), ev.Type, ev.AggregateType, ev.AggregateID, ev.CorrelationID, string(payload), ev.OccurredAt, ev.Version,
-		origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200))
+		origin.ip(), truncate(origin.UserAgent, 1024), truncate(origin.RequestID, 200), origin.Traceparent)
 }
 
 // ip is the client IP as an inet parameter (nil when unknown).
@@ -133,8 +142,10 @@ type OutboxRow struct {
 	CreatedAt     time.Time
 	Version       int // of the envelope
 	// Where the change came from, as its audit row has it ("" when not an
-	// HTTP request).
-	ClientIP, UserAgent, RequestID string
+	// HTTP request; a consumer's events have the request id of their
+	// cause's), and the traceparent of the span that wrote it ("" when
+	// unknown).
+	ClientIP, UserAgent, RequestID, Traceparent string
 }
 
 // TakeOutbox deletes up to limit rows with ids above after from the
@@ -152,10 +163,11 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 			delete from outbox where id in (
 				select id from outbox where id > $1 order by id limit $2 for update skip locked)
 			returning id, event_id, stream, event_type, aggregate_id, correlation_id, payload::text, created_at, version,
-				coalesce(host(client_ip), '') as client_ip, coalesce(user_agent, '') as user_agent, coalesce(request_id, '') as request_id)
+				coalesce(host(client_ip), '') as client_ip, coalesce(user_agent, '') as user_agent, coalesce(request_id, '') as request_id,
+				coalesce(traceparent, '') as traceparent)
 		select pg_current_xact_id()::text, pg_snapshot_xmin(pg_current_snapshot())::text,
 			t.id, t.event_id, t.stream, t.event_type, t.aggregate_id, t.correlation_id, t.payload, t.created_at, t.version,
-			t.client_ip, t.user_agent, t.request_id
+			t.client_ip, t.user_agent, t.request_id, t.traceparent
 		from (select 1) as one left join taken t on true`, after, limit)
 	if err != nil {
 		return nil, 0, 0, translate(err)
@@ -169,9 +181,9 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 		var stream, eventType, payload *string
 		var createdAt *time.Time
 		var version *int16
-		var clientIP, userAgent, requestID *string
+		var clientIP, userAgent, requestID, traceparent *string
 		if err := res.Scan(&xidText, &xminText, &id, &eventID, &stream, &eventType, &aggregateID, &r.CorrelationID, &payload, &createdAt, &version,
-			&clientIP, &userAgent, &requestID); err != nil {
+			&clientIP, &userAgent, &requestID, &traceparent); err != nil {
 			return nil, 0, 0, translate(err)
 		}
 		if id == nil {
@@ -179,7 +191,7 @@ func TakeOutbox(ctx context.Context, tx pgx.Tx, after int64, limit int) (rows []
 		}
 		r.ID, r.EventID, r.Stream, r.EventType, r.AggregateID = *id, *eventID, *stream, *eventType, *aggregateID
 		r.Payload, r.CreatedAt, r.Version = []byte(*payload), *createdAt, int(*version)
-		r.ClientIP, r.UserAgent, r.RequestID = *clientIP, *userAgent, *requestID
+		r.ClientIP, r.UserAgent, r.RequestID, r.Traceparent = *clientIP, *userAgent, *requestID, *traceparent
 		rows = append(rows, r)
 	}
 	if err := res.Err(); err != nil {
@@ -210,9 +222,10 @@ func OutboxBacklog(ctx context.Context, db DBTX) (int64, time.Time, error) {
 
 // RequeueStuckUploads puts the document.uploaded event of every document
 // still pending after olderThan back in the outbox, rebuilt from its audit
-// row with its original id, so the relay sends it once more: a lost stream
-// entry (Redis restarted empty, a trimmed stream, a dead-lettered delivery)
-// cannot strand an upload. A document is re-queued at most once per
+// row with its original id and origin (request id and traceparent
+// included), so the relay sends it once more: a lost stream entry (Redis
+// restarted empty, a trimmed stream, a dead-lettered delivery) cannot
+// strand an upload. A document is re-queued at most once per
 // olderThan, and not while its event still waits in the outbox. It returns
 // how many events it re-queued.
 func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Duration, limit int) (int, error) {
@@ -226,7 +239,8 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 					order by created_at limit $2 for update skip locked)
 				returning d.id)
 			select a.occurred_at, a.actor_type, a.actor_id, a.aggregate_type, a.aggregate_id,
-				a.event_id, a.correlation_id, a.causation_id, a.details::text, a.version
+				a.event_id, a.correlation_id, a.causation_id, a.details::text, a.version,
+				host(a.client_ip), coalesce(a.user_agent, ''), coalesce(a.request_id, ''), coalesce(a.traceparent, '')
 			from stuck join audit_log a on a.aggregate_id = stuck.id and a.action = $3
 			where a.event_id is not null
 			  and not exists (select 1 from outbox o where o.event_id = a.event_id)`,
@@ -234,21 +248,33 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 		if err != nil {
 			return err
 		}
-		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (events.Envelope, error) {
+		type stuck struct {
+			ev     events.Envelope
+			origin Origin
+		}
+		evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (stuck, error) {
 			e := auditEnvelope{Envelope: events.Envelope{Type: events.DocumentUploaded}}
-			err := row.Scan(e.targets()...)
-			return e.envelope(), err
+			var s stuck
+			var ip *string
+			err := row.Scan(append(e.targets(), &ip, &s.origin.UserAgent, &s.origin.RequestID, &s.origin.Traceparent)...)
+			if ip != nil {
+				if a, perr := netip.ParseAddr(*ip); perr == nil {
+					s.origin.ClientIP = &a
+				}
+			}
+			s.ev = e.envelope()
+			return s, err
 		})
 		if err != nil {
 			return err
 		}
 		batch := &pgx.Batch{}
-		for _, ev := range evs {
-			payload, err := json.Marshal(ev)
+		for _, s := range evs {
+			payload, err := json.Marshal(s.ev)
 			if err != nil {
 				return fmt.Errorf("encode event: %w", err)
 			}
-			queueOutbox(batch, ev, payload, Origin{})
+			queueOutbox(batch, s.ev, payload, s.origin)
 		}
 		n = len(evs)
 		return tx.SendBatch(ctx, batch).Close()
