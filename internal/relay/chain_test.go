@@ -162,6 +162,7 @@ func TestVerifyChainFindsTampering(t *testing.T) {
 	}{
 		{"row altered", `update audit_log set details = details || '{"size_bytes": 1}' where id = $1`, "no longer matches", 5},
 		{"actor rewritten", `update audit_log set actor_type = 'system' where id = $1`, "no longer matches", 5},
+		{"trace rewritten", `update audit_log set traceparent = '00-' || repeat('a', 32) || '-' || repeat('b', 16) || '-01' where id = $1`, "no longer matches", 5},
 		{"row deleted", `delete from audit_log where id = $1`, "was deleted", 5},
 		{"link deleted", `delete from audit_chain where audit_id = $1`, "link is missing", 5},
 		{"link recomputed for an altered row", `with a as (update audit_log set action = 'document.rejected' where id = $1)

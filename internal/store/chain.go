@@ -38,11 +38,12 @@ type AuditRecord struct {
 	ClientIP, UserAgent, RequestID      *string
 	Details                             string // jsonb text, as PostgreSQL writes it
 	Version                             int16
+	Traceparent                         *string
 }
 
 // auditRecordColumns are the columns targets scans, prefixed with a.
 const auditRecordColumns = `a.id, a.occurred_at, a.actor_type, a.actor_id, a.action, a.aggregate_type, a.aggregate_id,
-	a.event_id, a.correlation_id, a.causation_id, host(a.client_ip), a.user_agent, a.request_id, a.details::text, a.version`
+	a.event_id, a.correlation_id, a.causation_id, host(a.client_ip), a.user_agent, a.request_id, a.details::text, a.version, a.traceparent`
 
 // auditScan scans auditRecordColumns of an outer join: all null when
 // there is no row.
@@ -57,7 +58,7 @@ type auditScan struct {
 
 func (s *auditScan) targets() []any {
 	return []any{&s.id, &s.occurred, &s.actorType, &s.r.ActorID, &s.action, &s.aggType, &s.aggID,
-		&s.r.EventID, &s.r.CorrelationID, &s.r.CausationID, &s.r.ClientIP, &s.r.UserAgent, &s.r.RequestID, &s.details, &s.version}
+		&s.r.EventID, &s.r.CorrelationID, &s.r.CausationID, &s.r.ClientIP, &s.r.UserAgent, &s.r.RequestID, &s.details, &s.version, &s.r.Traceparent}
 }
 
 // record is the scanned row, nil when there was none.
@@ -87,7 +88,7 @@ func (r AuditRecord) Canonical() []byte {
 	b, err := json.Marshal([]any{chainFormat, r.ID, r.OccurredAt.UTC().Format("2006-01-02T15:04:05.000000Z"),
 		r.ActorType, uuidOrNil(r.ActorID), r.Action, r.AggregateType, r.AggregateID.String(),
 		uuidOrNil(r.EventID), uuidOrNil(r.CorrelationID), uuidOrNil(r.CausationID),
-		r.ClientIP, r.UserAgent, r.RequestID, r.Details, r.Version})
+		r.ClientIP, r.UserAgent, r.RequestID, r.Details, r.Version, r.Traceparent})
 	if err != nil {
 		panic(err) // strings, numbers and nulls always encode
 	}
