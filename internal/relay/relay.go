@@ -179,44 +179,13 @@ func (r *Relay) Wake() {
 // at-least-once delivery allows, and it spares the disk one flush per batch
 // that upload commits would otherwise queue behind.
 func (r *Relay) acquire(ctx context.Context) (*pgx.Conn, error) {
-	cc := r.db.Config().ConnConfig.Copy()
-	cc.RuntimeParams["synchronous_commit"] = "off"
-	cc.RuntimeParams["application_name"] = "docuvault-relay"
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	standby := false
-	for {
-		var got bool
-		if err := conn.QueryRow(ctx, `select pg_try_advisory_lock($1)`, LeaderLock).Scan(&got); err != nil {
-			_ = conn.Close(context.Background())
-			return nil, fmt.Errorf("take leader lock: %w", err)
-		}
-		if got {
-			return conn, nil
-		}
-		if !standby {
-			r.log.Info("standby: another relay leads")
-			standby = true
-		}
-		select {
-		case <-ctx.Done():
-			_ = conn.Close(context.Background())
-			return nil, ctx.Err()
-		case <-time.After(r.cfg.LeaseRetry):
-		}
-	}
+	return holdLock(ctx, r.db, LeaderLock, r.cfg.LeaseRetry, "docuvault-relay", func() {
+		r.log.Info("standby: another relay leads")
+	})
 }
 
-// release gives the lock back and closes the leader's connection (closing
-// alone would release it too).
-func (r *Relay) release(conn *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_, _ = conn.Exec(ctx, `select pg_advisory_unlock($1)`, LeaderLock)
-	_ = conn.Close(ctx)
-}
+// release gives the lock back and closes the leader's connection.
+func (r *Relay) release(conn *pgx.Conn) { releaseLock(conn, LeaderLock) }
 
 // lead publishes on conn until ctx is cancelled (nil) or conn fails.
 func (r *Relay) lead(ctx context.Context, conn *pgx.Conn) error {
