@@ -17,6 +17,7 @@ commands:
   init-db      create or update the database and its two roles (needs DATABASE_ADMIN_URL)
   migrate      apply the embedded schema migrations (DATABASE_MIGRATE_URL)
   init-bucket  create the object storage bucket unless it exists
+  check        check the system's invariants once it is quiet ("api check --help")
 
 Settings come from the environment and the env file (default /etc/docuvault/env
 when it exists); .env.example documents every key.
@@ -25,6 +26,9 @@ when it exists); .env.example documents every key.
 // run is the whole api process: it reads the configuration once, then runs
 // the command named in args until it ends or ctx is cancelled.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if global, rest, ok := config.SplitCommand(args, "check"); ok {
+		return checkCmd(ctx, global, rest, getenv, stdout)
+	}
 	cmd, rest, src, err := config.Load("api", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
 		_, _ = io.WriteString(stdout, usage)

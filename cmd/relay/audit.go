@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/docuvault/docuvault/internal/config"
@@ -26,23 +25,6 @@ T, trusting the link before it. Rows younger than --grace (default 15m) may
 not be chained yet and are not reported. Exits 0 when the chain holds, 1
 with one line naming the break otherwise. Settings: DATABASE_URL.
 `
-
-// commandArgs splits a command line whose command is name into the
-// arguments before it (--env-file) and its own; config.Load would refuse
-// the command's flags.
-func commandArgs(args []string, name string) (global, rest []string, ok bool) {
-	for i := 0; i < len(args); i++ {
-		switch a := args[i]; {
-		case a == name:
-			return args[:i], args[i+1:], true
-		case a == "--env-file" || a == "-env-file":
-			i++ // its value
-		case !strings.HasPrefix(a, "-"):
-			return nil, nil, false // another command
-		}
-	}
-	return nil, nil, false
-}
 
 // audit runs `relay audit verify`.
 func audit(ctx context.Context, global, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

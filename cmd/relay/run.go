@@ -70,11 +70,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 }
 
 func runRelay(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if global, rest, ok := commandArgs(args, "replay"); ok {
+	if global, rest, ok := config.SplitCommand(args, "replay"); ok {
 		// Before the logger: stdout is the replay's output.
 		return replay(ctx, global, rest, getenv, stdout, os.Stderr)
 	}
-	if global, rest, ok := commandArgs(args, "audit"); ok {
+	if global, rest, ok := config.SplitCommand(args, "audit"); ok {
 		return audit(ctx, global, rest, getenv, stdout, os.Stderr)
 	}
 	cmd, _, src, err := config.Load("relay", args, getenv)

@@ -40,11 +40,16 @@ type Provider interface {
 	Put(ctx context.Context, key string, r io.Reader, size int64, contentType string) (etag string, err error)
 	// Delete removes key; a key that does not exist is not an error.
 	Delete(ctx context.Context, key string) error
+	// Size returns the size of the copy at key, or ErrRemoteMissing.
+	Size(ctx context.Context, key string) (int64, error)
 	// Test checks that the remote answers, accepts the credentials, and
 	// lets them write and delete under the prefix (by writing and deleting
 	// a small probe). Its errors are *TestError.
 	Test(ctx context.Context) error
 }
+
+// ErrRemoteMissing is Size's answer for a key that holds nothing.
+var ErrRemoteMissing = errors.New("not on the remote")
 
 // Ways a connection test fails (TestError.Kind).
 const (

@@ -61,6 +61,18 @@ func (p *S3) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Size returns the size of the object at key.
+func (p *S3) Size(ctx context.Context, key string) (int64, error) {
+	info, err := p.client.StatObject(ctx, p.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return 0, ErrRemoteMissing
+		}
+		return 0, fmt.Errorf("stat s3://%s/%s: %w", p.bucket, key, err)
+	}
+	return info.Size, nil
+}
+
 // Test checks the bucket exists and is readable, then writes and deletes a
 // probe object under the prefix.
 func (p *S3) Test(ctx context.Context) error {

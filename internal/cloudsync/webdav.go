@@ -76,6 +76,19 @@ func (p *WebDAV) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Size returns the size of the file at key (PROPFIND).
+func (p *WebDAV) Size(ctx context.Context, key string) (int64, error) {
+	c, t := p.client(ctx)
+	fi, err := c.Stat(key)
+	if err != nil {
+		if gowebdav.IsErrNotFound(err) {
+			return 0, ErrRemoteMissing
+		}
+		return 0, t.explain(err)
+	}
+	return fi.Size(), nil
+}
+
 // Test reads the collection (PROPFIND), then writes and deletes a probe
 // file under the prefix.
 func (p *WebDAV) Test(ctx context.Context) error {

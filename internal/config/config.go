@@ -106,6 +106,23 @@ func Load(prog string, args []string, getenv func(string) string) (cmd string, r
 	return cmd, rest, src, err
 }
 
+// SplitCommand splits a command line whose command is name into the
+// arguments before it (--env-file) and the command's own, which Load would
+// refuse as unknown flags; ok is false when the command is another.
+func SplitCommand(args []string, name string) (global, rest []string, ok bool) {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == name:
+			return args[:i], args[i+1:], true
+		case a == "--env-file" || a == "-env-file":
+			i++ // its value
+		case !strings.HasPrefix(a, "-"):
+			return nil, nil, false // another command
+		}
+	}
+	return nil, nil, false
+}
+
 func readEnvFile(path string, getenv func(string) string) (*Source, error) {
 	src := &Source{getenv: getenv, file: map[string]string{}}
 	if path == "" {
