@@ -2,7 +2,7 @@
 GO ?= go
 BINARIES := api relay consumer
 
-.PHONY: run test build bench fmt vet clean minio
+.PHONY: run test build bench chaos fmt vet clean minio
 
 ## run: set everything up (MinIO, roles, schema, bucket) and run api, relay and consumer
 run: build
@@ -15,6 +15,10 @@ test:
 ## bench: upload throughput vs a raw baseline, upload->ready latency, API peak RSS; finalisation vs raw server-side copies; the relay vs the watermill-sql Forwarder; replay of 1M audit rows (about 11 minutes)
 bench:
 	scripts/with-services.sh $(GO) test -run '^$$' -bench 'Pipeline|Finalize|Relay|Replay' -benchtime 1x -timeout 30m ./e2e/
+
+## chaos: the real binaries under mixed load while processes are killed, Redis restarts empty, MinIO and WebDAV fail; then the invariant checker (CHAOS_DURATION, default 3m, plus a few minutes to settle)
+chaos:
+	DOCUVAULT_CHAOS=1 scripts/with-services.sh $(GO) test -run '^TestChaos$$' -count=1 -v -timeout 60m ./e2e/
 
 ## build: bin/api, bin/relay and bin/consumer
 build:

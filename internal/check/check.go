@@ -47,9 +47,18 @@ type Config struct {
 	// pending documents and cloud copies, staged objects, unchained audit
 	// rows (default 1 min: run the checker after the system went quiet).
 	Grace time.Duration
+	// StagingGrace is how old a staged object of a document that is not
+	// pending (or of no document: an upload cut off before its commit)
+	// may be; the consumer's sweep removes those after an hour (default
+	// Grace).
+	StagingGrace time.Duration
 	// OutboxAge is the age above which an outbox row is a finding
 	// (default 1 min).
 	OutboxAge time.Duration
+	// EventsSince limits the events check to events recorded after it:
+	// a Redis that lost its data (restarted without persistence) lost the
+	// entries before (zero: all).
+	EventsSince time.Time
 	// Deep reads every ready object back to compare its SHA-256.
 	Deep bool
 }
@@ -100,6 +109,7 @@ func (c *checker) find(invariant, subject, format string, args ...any) {
 func Run(ctx context.Context, cfg Config) (Report, error) {
 	cfg.Grace = cmp.Or(cfg.Grace, time.Minute)
 	cfg.OutboxAge = cmp.Or(cfg.OutboxAge, time.Minute)
+	cfg.StagingGrace = cmp.Or(cfg.StagingGrace, cfg.Grace)
 	c := &checker{Config: cfg, rep: Report{ByStatus: map[string]int{}}, dropped: map[string]int{}}
 	for _, step := range []func(context.Context) error{c.documents, c.objects, c.quotas, c.cloudCopies, c.auditChain, c.outbox, c.events} {
 		if err := step(ctx); err != nil {
@@ -140,6 +150,20 @@ func (c *checker) documents(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("read documents: %w", err)
+	}
+	// Finalised once in effect: one outcome event per document.
+	rows, err = c.DB.Query(ctx, `select aggregate_id, count(*) from audit_log
+		where action in ('document.finalized', 'document.rejected') group by aggregate_id having count(*) > 1`)
+	if err != nil {
+		return fmt.Errorf("read outcomes: %w", err)
+	}
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+		c.find("documents", id.String(), "finalised %d times", n)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read outcomes: %w", err)
 	}
 	return nil
 }
@@ -215,7 +239,6 @@ func (c *checker) objects(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read pending documents: %w", err)
 	}
-	old := time.Now().Add(-c.Grace)
 	for key, o := range listed {
 		if !strings.HasPrefix(key, "staging/") {
 			c.find("objects", key, "object without a ready document")
@@ -226,7 +249,7 @@ func (c *checker) objects(ctx context.Context) error {
 		case err != nil:
 			c.find("objects", key, "staged object that names no document")
 		case pending[id]:
-		case o.modified.Before(old):
+		case o.modified.Before(time.Now().Add(-c.StagingGrace)):
 			c.find("objects", key, "staged %s ago for a document that is not pending (no row, or finished)", time.Since(o.modified).Round(time.Second))
 		}
 	}
@@ -283,6 +306,22 @@ func (c *checker) cloudCopies(ctx context.Context) error {
 		return fmt.Errorf("read cloud_sync: %w", err)
 	}
 	old := time.Now().Add(-c.Grace)
+	// Every document finalised while a connection of its owner was
+	// active has a copy planned there (and then made, below).
+	missing, err := c.DB.Query(ctx, `select d.id, cc.id from documents d
+		join cloud_connections cc on cc.user_id is not distinct from d.user_id
+		where d.status = 'ready' and cc.status = 'active' and cc.created_at < d.finalized_at and d.finalized_at < $1
+		  and not exists (select 1 from cloud_sync s where s.document_id = d.id and s.connection_id = cc.id)`, old)
+	if err != nil {
+		return fmt.Errorf("read cloud connections: %w", err)
+	}
+	var doc, conn uuid.UUID
+	if _, err := pgx.ForEachRow(missing, []any{&doc, &conn}, func() error {
+		c.find("cloud_sync", doc.String()+" on "+conn.String(), "ready, and no copy was ever planned on the owner's active connection")
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read cloud connections: %w", err)
+	}
 	providers := map[uuid.UUID]cloudsync.Provider{}
 	for _, r := range all {
 		subject := r.doc.String() + " on " + r.conn.String()
@@ -363,7 +402,8 @@ func (c *checker) outbox(ctx context.Context) error {
 // entries, and no message went to the dead-letter stream.
 func (c *checker) events(ctx context.Context) error {
 	want := map[string]map[uuid.UUID]bool{}
-	rows, err := c.DB.Query(ctx, `select event_id, aggregate_type, occurred_at from audit_log where event_id is not null`)
+	rows, err := c.DB.Query(ctx, `select event_id, aggregate_type, occurred_at from audit_log
+		where event_id is not null and occurred_at > $1`, c.EventsSince)
 	if err != nil {
 		return fmt.Errorf("read audit log: %w", err)
 	}
@@ -413,7 +453,22 @@ func (c *checker) events(ctx context.Context) error {
 			}
 		}
 	}
+	// Stream entries of events recorded before EventsSince are not
+	// looked for among the recorded ones.
+	var earlier []uuid.UUID
+	if !c.EventsSince.IsZero() {
+		rows, err := c.DB.Query(ctx, `select event_id from audit_log where event_id is not null and occurred_at <= $1`, c.EventsSince)
+		if err != nil {
+			return fmt.Errorf("read audit log: %w", err)
+		}
+		if earlier, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID]); err != nil {
+			return fmt.Errorf("read audit log: %w", err)
+		}
+	}
 	for stream, ids := range want {
+		for _, id := range earlier {
+			delete(ids, id)
+		}
 		for id := range ids {
 			if !seen[stream][id] {
 				c.find("events", id.String(), "on %s but never recorded", stream)
