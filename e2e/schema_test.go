@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -33,7 +34,8 @@ import (
 // row per event, and outlives the outbox row). It also checks what the
 // schemas cannot: each event is on its stream with matching Watermill
 // metadata, the audit row and the stream entry are the same event, the
-// aggregate id is the data's, and pipeline events name the documented cause.
+// aggregate id is the data's, and events with a cause name the documented
+// one.
 func TestEveryEmittedEvent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -79,12 +81,13 @@ func TestEveryEmittedEvent(t *testing.T) {
 	}, http.StatusCreated)["id"].(string)
 	synced := func(d flowDocument) bool { return len(d.CloudSync) == 1 && d.CloudSync[0].Status == "synced" }
 
-	// Uploaded, finalized, copied; the same bytes again (duplicate_of).
+	// Uploaded, finalized, copied; the same bytes again (duplicate_of),
+	// in the topic and folder too (their deletions update it).
 	content := make([]byte, 64<<10)
 	_, _ = rand.Read(content)
 	first := f.upload("Report ü.pdf", content, map[string]string{"title": "Quarterly", "topic_id": topic, "folder_id": child})
 	f.waitDocument(first, "ready and copied", synced)
-	dup := f.upload("copy.pdf", content, nil)
+	dup := f.upload("copy.pdf", content, map[string]string{"topic_id": topic, "folder_id": child})
 	if doc := f.waitDocument(dup, "ready and copied", synced); doc.DuplicateOf == nil || *doc.DuplicateOf != first {
 		t.Errorf("duplicate_of %v; want %s", doc.DuplicateOf, first)
 	}
@@ -110,12 +113,17 @@ func TestEveryEmittedEvent(t *testing.T) {
 		return len(d.CloudSync) == 1 && d.CloudSync[0].Status == "failed"
 	})
 
-	// Connection updates: renamed while failing, paused, resumed (which
-	// re-queues the failed copy, now that the remote is back).
+	// Connection updates: renamed while failing, recovered by a copy now
+	// that the remote is back, paused, resumed (which re-queues the
+	// failed copy).
 	dav.SetUnavailable(false)
 	if got := f.call(http.MethodPatch, "/api/v1/cloud-connections/"+conn, map[string]any{"name": "test dav (failing)"}, http.StatusOK); got["status"] != "failing" {
 		t.Errorf("connection status %v after a failed copy; want failing", got["status"])
 	}
+	later := make([]byte, 10<<10)
+	_, _ = rand.Read(later)
+	f.waitDocument(f.upload("later.txt", later, nil), "ready and copied", synced)
+	f.waitEvent(events.CloudConnectionRecovered, conn)
 	f.call(http.MethodPatch, "/api/v1/cloud-connections/"+conn, map[string]any{"status": "paused", "delete_remote": false}, http.StatusOK)
 	f.call(http.MethodPatch, "/api/v1/cloud-connections/"+conn, map[string]any{"status": "active", "delete_remote": true}, http.StatusOK)
 	f.waitDocument(failing, "the re-queued copy", synced)
@@ -170,17 +178,35 @@ func TestEveryEmittedEvent(t *testing.T) {
 	}
 	slices.Sort(list)
 	t.Logf("%d events of %d types checked: %s", len(published), len(seen), strings.Join(list, ", "))
-	for _, typ := range []string{
-		events.DocumentUploaded, events.DocumentFinalized, events.DocumentRejected, events.DocumentDeleted,
-		events.TopicCreated, events.TopicRenamed, events.TopicDeleted,
-		events.FolderCreated, events.FolderUpdated, events.FolderDeleted,
-		events.CloudConnectionCreated, events.CloudConnectionUpdated, events.CloudConnectionDeleted,
-		events.CloudSyncCompleted, events.CloudSyncRemoved, events.CloudSyncFailed,
-	} {
+	// Every type with a schema (internal/events checks that every type
+	// declared has one).
+	for _, typ := range schemaTypes(t) {
 		if seen[typ] == 0 {
 			t.Errorf("the flow emitted no %s", typ)
 		}
 	}
+}
+
+// schemaTypes returns the event types of the schema files in
+// internal/events/schemas ({type}.v{version}.json), each once.
+func schemaTypes(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("../internal/events/schemas/*.v*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		name := filepath.Base(f)
+		typ := name[:strings.LastIndex(name, ".v")]
+		if typ != "common" && !slices.Contains(out, typ) {
+			out = append(out, typ)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("found only the event types %v in internal/events/schemas", out)
+	}
+	return out
 }
 
 // schemaFlow drives the API of one stack and reads its database.
@@ -420,9 +446,10 @@ func checkAggregate(t *testing.T, where string, ev events.Envelope) {
 	}
 }
 
-// checkCauses checks the documented causation of pipeline events: the
-// event they name was published, is of the documented type, and shares
-// their correlation id.
+// checkCauses checks the documented causation of events that have one:
+// the event they name was published, is of the documented type, is about
+// the same aggregate (or, for a connection's status change, about a sync
+// on that connection), and shares their correlation id.
 func checkCauses(t *testing.T, evs map[uuid.UUID]flowEvent) {
 	t.Helper()
 	causes := map[string][]string{
@@ -431,6 +458,25 @@ func checkCauses(t *testing.T, evs map[uuid.UUID]flowEvent) {
 		events.CloudSyncCompleted: {events.DocumentFinalized},
 		events.CloudSyncRemoved:   {events.DocumentDeleted},
 		events.CloudSyncFailed:    {events.DocumentFinalized, events.DocumentDeleted},
+		// Caused by another aggregate's event.
+		events.DocumentUpdated:          {events.TopicDeleted, events.FolderDeleted},
+		events.CloudConnectionFailing:   {events.CloudSyncFailed},
+		events.CloudConnectionRecovered: {events.CloudSyncCompleted},
+	}
+	// causeAggregate is the aggregate e's cause c must be about.
+	causeAggregate := func(e, c flowEvent) uuid.UUID {
+		switch e.env.Type {
+		case events.DocumentUpdated:
+			return c.env.AggregateID // the topic or folder: the document's data no longer names it
+		case events.CloudConnectionFailing, events.CloudConnectionRecovered:
+			var sync events.CloudSync
+			_ = json.Unmarshal(c.env.Data, &sync)
+			if sync.ConnectionID == e.env.AggregateID {
+				return c.env.AggregateID
+			}
+			return uuid.Nil
+		}
+		return e.env.AggregateID
 	}
 	for _, e := range evs {
 		want, pipeline := causes[e.env.Type]
@@ -445,8 +491,9 @@ func checkCauses(t *testing.T, evs map[uuid.UUID]flowEvent) {
 		switch {
 		case !ok:
 			t.Errorf("%s %s: its cause %s was not published", e.env.Type, e.env.ID, e.env.CausationID)
-		case !slices.Contains(want, c.env.Type) || c.env.AggregateID != e.env.AggregateID:
-			t.Errorf("%s %s is caused by %s of %s; want one of %v of %s", e.env.Type, e.env.ID, c.env.Type, c.env.AggregateID, want, e.env.AggregateID)
+		case !slices.Contains(want, c.env.Type) || c.env.AggregateID != causeAggregate(e, c):
+			t.Errorf("%s %s of %s is caused by %s of %s; want one of %v of the same aggregate (a sync on the same connection)",
+				e.env.Type, e.env.ID, e.env.AggregateID, c.env.Type, c.env.AggregateID, want)
 		case c.env.CorrelationID != e.env.CorrelationID:
 			t.Errorf("%s %s has correlation %s; its cause has %s", e.env.Type, e.env.ID, e.env.CorrelationID, c.env.CorrelationID)
 		}

@@ -689,6 +689,11 @@ func TestPermanentFailureEmitsFailedWithoutSecrets(t *testing.T) {
 	if status != store.ConnectionFailing || lastError == "" {
 		t.Errorf("connection %s (%q); want failing with the error", status, lastError)
 	}
+	// The connection's event carries the error too, redacted like the
+	// rest (assertNoCanary below).
+	if failing := f.outboxEvents(t, events.CloudConnectionFailing); len(failing) != 1 || !strings.Contains(string(failing[0].Data), "Access denied") {
+		t.Errorf("cloud_connection.failing events %+v; want one with the error", failing)
+	}
 	if !strings.Contains(f.logs.String(), "failed for good") {
 		t.Error("the final failure was not logged")
 	}

@@ -15,7 +15,11 @@
 //     copy or remove, and record the outcome with its event in one
 //     transaction: cloud_sync.completed, cloud_sync.removed, or, after
 //     RetryPolicy.MaxAttempts, cloud_sync.failed. A failed attempt is
-//     retried after an exponential, capped, jittered backoff.
+//     retried after an exponential, capped, jittered backoff. A
+//     connection whose status this changes (active to failing after a
+//     final failure, failing to active after a copy) gets
+//     cloud_connection.failing or cloud_connection.recovered in the same
+//     transaction.
 //
 // The copy of a document on a connection has a fixed key, so an attempt
 // repeated (a duplicate event, a worker that died after uploading, two
@@ -331,7 +335,7 @@ func (s *Syncer) copy(ctx context.Context, row store.CloudSync, p Provider) erro
 	}
 	ctx, cancel := finishing(ctx)
 	defer cancel()
-	return s.commit(ctx, row, func(tx pgx.Tx, docStatus string, conn store.CloudConnection, cur store.CloudSync) (*events.Envelope, error) {
+	return s.commit(ctx, row, func(tx pgx.Tx, docStatus string, conn store.CloudConnection, cur store.CloudSync) ([]events.Envelope, error) {
 		switch {
 		case cur.Operation == store.SyncRemove:
 			// Deleted while this copy was in flight, and the removal may
@@ -345,7 +349,9 @@ func (s *Syncer) copy(ctx context.Context, row store.CloudSync, p Provider) erro
 			return nil, nil // another attempt finished it
 		case docStatus == store.StatusDeleted && conn.DeleteRemote:
 			// Deleted, and the removal was planned before this row existed.
-			cur.Operation, cur.Status, cur.Attempts, cur.LastError, cur.NextAttemptAt = store.SyncRemove, store.SyncPending, 0, nil, time.Now()
+			if err := toRemoval(ctx, tx, &cur); err != nil {
+				return nil, err
+			}
 			return nil, store.UpdateCloudSync(ctx, tx, cur)
 		}
 		now := time.Now()
@@ -353,11 +359,17 @@ func (s *Syncer) copy(ctx context.Context, row store.CloudSync, p Provider) erro
 		if err := store.UpdateCloudSync(ctx, tx, cur); err != nil {
 			return nil, err
 		}
-		if err := store.MarkConnectionSynced(ctx, tx, conn.ID); err != nil {
+		after, err := store.MarkConnectionSynced(ctx, tx, conn.ID)
+		if err != nil {
 			return nil, err
 		}
 		ev, err := s.event(events.CloudSyncCompleted, cur, conn, events.CloudSync{ETag: etag, SizeBytes: doc.SizeBytes})
-		return &ev, err
+		if err != nil || conn.Status != store.ConnectionFailing || after.Status != store.ConnectionActive {
+			return []events.Envelope{ev}, err
+		}
+		recovered, err := events.New(events.CloudConnectionRecovered, "cloud_connection", conn.ID, events.System, ev.CorrelationID, &ev,
+			after.EventData())
+		return []events.Envelope{ev, recovered}, err
 	})
 }
 
@@ -366,16 +378,42 @@ func (s *Syncer) copy(ctx context.Context, row store.CloudSync, p Provider) erro
 // (an earlier attempt may have uploaded before it died), and goes away
 // elsewhere.
 func (s *Syncer) skipCopy(ctx context.Context, row store.CloudSync) error {
-	return s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) (*events.Envelope, error) {
+	return s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) ([]events.Envelope, error) {
 		if cur.Operation != store.SyncCopy || cur.Status != store.SyncPending {
 			return nil, nil
 		}
 		if !conn.DeleteRemote {
 			return nil, store.DeleteCloudSync(ctx, tx, cur.DocumentID, cur.ConnectionID)
 		}
-		cur.Operation, cur.Attempts, cur.LastError, cur.NextAttemptAt = store.SyncRemove, 0, nil, time.Now()
+		if err := toRemoval(ctx, tx, &cur); err != nil {
+			return nil, err
+		}
 		return nil, store.UpdateCloudSync(ctx, tx, cur)
 	})
+}
+
+// toRemoval turns the pending copy cur of a deleted document into a
+// pending removal, due now, caused by the document's document.deleted
+// (not by the document.finalized that planned the copy): the
+// cloud_sync.removed or cloud_sync.failed it ends with names the
+// deletion as its cause, keeps its correlation id and request id, and
+// continues its trace, as when the deletion's handler plans the removal
+// (store.ScheduleRemovals). Without that event in the audit log (rows
+// from before events had ids) the row keeps its cause.
+func toRemoval(ctx context.Context, tx pgx.Tx, cur *store.CloudSync) error {
+	cur.Operation, cur.Status, cur.Attempts, cur.LastError, cur.NextAttemptAt = store.SyncRemove, store.SyncPending, 0, nil, time.Now()
+	cause, corr, origin, err := store.DeletionCause(ctx, tx, cur.DocumentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cur.CauseEventID, cur.CorrelationID, cur.RequestID, cur.Traceparent = &cause, corr, origin.RequestID, ""
+	if origin.Traceparent != "" {
+		cur.Traceparent = tracing.Child(origin.Traceparent)
+	}
+	return nil
 }
 
 // remove deletes the remote copy and records it.
@@ -385,7 +423,7 @@ func (s *Syncer) remove(ctx context.Context, row store.CloudSync, p Provider) er
 	}
 	ctx, cancel := finishing(ctx)
 	defer cancel()
-	return s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) (*events.Envelope, error) {
+	return s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) ([]events.Envelope, error) {
 		// Only the claim this worker holds: a copy that finished meanwhile
 		// re-armed the row (its object must go too) and moved
 		// next_attempt_at.
@@ -397,7 +435,7 @@ func (s *Syncer) remove(ctx context.Context, row store.CloudSync, p Provider) er
 			return nil, err
 		}
 		ev, err := s.event(events.CloudSyncRemoved, cur, conn, events.CloudSync{})
-		return &ev, err
+		return []events.Envelope{ev}, err
 	})
 }
 
@@ -407,7 +445,7 @@ func (s *Syncer) remove(ctx context.Context, row store.CloudSync, p Provider) er
 // in flight decides.
 func (s *Syncer) failed(ctx context.Context, row store.CloudSync, msg string) {
 	final := false
-	err := s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) (*events.Envelope, error) {
+	err := s.commit(ctx, row, func(tx pgx.Tx, _ string, conn store.CloudConnection, cur store.CloudSync) ([]events.Envelope, error) {
 		if !claimed(cur, row) {
 			return nil, nil
 		}
@@ -421,11 +459,17 @@ func (s *Syncer) failed(ctx context.Context, row store.CloudSync, msg string) {
 		if err := store.UpdateCloudSync(ctx, tx, cur); err != nil {
 			return nil, err
 		}
-		if err := store.MarkConnectionFailing(ctx, tx, conn.ID, msg); err != nil {
+		after, err := store.MarkConnectionFailing(ctx, tx, conn.ID, msg)
+		if err != nil {
 			return nil, err
 		}
 		ev, err := s.event(events.CloudSyncFailed, cur, conn, events.CloudSync{Error: msg})
-		return &ev, err
+		if err != nil || conn.Status != store.ConnectionActive || after.Status != store.ConnectionFailing {
+			return []events.Envelope{ev}, err
+		}
+		failing, err := events.New(events.CloudConnectionFailing, "cloud_connection", conn.ID, events.System, ev.CorrelationID, &ev,
+			events.CloudConnectionFailure{CloudConnection: after.EventData(), LastError: *after.LastError})
+		return []events.Envelope{ev, failing}, err
 	})
 	log := s.log.With(append([]any{"document_id", row.DocumentID, "connection_id", row.ConnectionID, "operation", row.Operation,
 		"attempt", row.Attempts, "err", msg}, rowAttrs(row)...)...)
@@ -461,12 +505,14 @@ func (s *Syncer) release(ctx context.Context, row store.CloudSync, cause error) 
 
 // commit runs decide in one transaction with the document row, the
 // connection row and the sync row locked, in that order (the order every
-// writer of these rows follows), and records the event decide returns,
-// with the row's request id and a span of its own under the row's trace.
-// The document lock puts the event in commit order with the document's
-// other events. A row or connection deleted meanwhile ends it quietly.
+// writer of these rows follows), and records the events decide returns
+// (a cloud_sync event, and a cloud_connection event when the connection's
+// status changed), with the row's request id and a span of its own under
+// the row's trace. The document and connection locks put the events in
+// commit order with the other events of their aggregates. A row or
+// connection deleted meanwhile ends it quietly.
 func (s *Syncer) commit(ctx context.Context, row store.CloudSync,
-	decide func(tx pgx.Tx, docStatus string, conn store.CloudConnection, cur store.CloudSync) (*events.Envelope, error)) error {
+	decide func(tx pgx.Tx, docStatus string, conn store.CloudConnection, cur store.CloudSync) ([]events.Envelope, error)) error {
 	wrote := false
 	err := store.WithTx(ctx, s.db, func(tx pgx.Tx) error {
 		docStatus, err := store.LockDocumentStatus(ctx, tx, row.DocumentID)
@@ -481,12 +527,12 @@ func (s *Syncer) commit(ctx context.Context, row store.CloudSync,
 		if err != nil {
 			return ignoreNotFound(err)
 		}
-		ev, err := decide(tx, docStatus, conn, cur)
-		if err != nil || ev == nil {
+		evs, err := decide(tx, docStatus, conn, cur)
+		if err != nil || len(evs) == 0 {
 			return err
 		}
 		wrote = true
-		return store.Record(ctx, tx, *ev, store.Origin{RequestID: cur.RequestID, Traceparent: tracing.Child(cur.Traceparent)})
+		return store.RecordAll(ctx, tx, evs, store.Origin{RequestID: cur.RequestID, Traceparent: tracing.Child(cur.Traceparent)})
 	})
 	if err == nil && wrote {
 		s.notify.Poke()

@@ -54,9 +54,22 @@ const (
 	FolderUpdated     = "folder.updated"
 	FolderDeleted     = "folder.deleted"
 
+	// DocumentUpdated: a document changed without changing status. In
+	// version 1, the deletion of its topic or folder took it off the
+	// document (topic_id or folder_id became null); the event is caused
+	// by that topic.deleted or folder.deleted.
+	DocumentUpdated = "document.updated"
+
 	CloudConnectionCreated = "cloud_connection.created"
 	CloudConnectionUpdated = "cloud_connection.updated"
 	CloudConnectionDeleted = "cloud_connection.deleted"
+	// CloudConnectionFailing: a copy or removal on an active connection
+	// failed for good (cloud_sync.failed, its cause), and the connection
+	// is now failing.
+	CloudConnectionFailing = "cloud_connection.failing"
+	// CloudConnectionRecovered: a copy succeeded on a failing connection
+	// (cloud_sync.completed, its cause), which is active again.
+	CloudConnectionRecovered = "cloud_connection.recovered"
 	// CloudSyncCompleted: a document was copied to a connection.
 	CloudSyncCompleted = "cloud_sync.completed"
 	// CloudSyncRemoved: the remote copy of a deleted document was removed.
@@ -91,7 +104,9 @@ type Actor struct {
 	ID   *uuid.UUID `json:"id,omitempty"`
 }
 
-// Anonymous is the actor of phase 1 API calls; System of the pipeline.
+// Anonymous is the actor of API calls that act for no user (phase 1);
+// System of the pipeline. A call that acts for a user has that user as
+// actor (type user, with the user's id).
 var (
 	Anonymous = Actor{Type: "anonymous"}
 	System    = Actor{Type: "system"}
@@ -154,8 +169,8 @@ func New(typ, aggregateType string, aggregateID uuid.UUID, actor Actor, correlat
 }
 
 // Document is the data of document.uploaded, document.finalized,
-// document.rejected and document.deleted: the document as it is after the
-// change.
+// document.rejected, document.deleted and document.updated: the document
+// as it is after the change.
 type Document struct {
 	ID           uuid.UUID  `json:"id"`
 	UserID       *uuid.UUID `json:"user_id"`
@@ -212,4 +227,13 @@ type CloudSync struct {
 	ETag         string    `json:"etag,omitempty"`
 	SizeBytes    int64     `json:"size_bytes,omitempty"`
 	Error        string    `json:"error,omitempty"`
+}
+
+// CloudConnectionFailure is the data of cloud_connection.failing: the
+// connection as it is after the change, and the error that made it
+// failing, as the sync worker recorded it (without credentials: secrets
+// are redacted, cloudsync.ErrorText).
+type CloudConnectionFailure struct {
+	CloudConnection
+	LastError string `json:"last_error"`
 }

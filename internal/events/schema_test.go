@@ -150,7 +150,22 @@ func samples(t *testing.T) []Envelope {
 		t.Fatal(err)
 	}
 	user := Actor{Type: "user", ID: &owner}
-	out := []Envelope{upload, del}
+	topicDeleted, err := New(TopicDeleted, "topic", topic, user, newID(), nil, Topic{ID: topic, UserID: &owner, Name: "Taxes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncFailed, err := New(CloudSyncFailed, "document", docID, System, corr, &upload, CloudSync{DocumentID: docID, ConnectionID: conn,
+		Provider: "s3", Operation: "copy", RemoteKey: docID.String() + "/report.pdf", Attempts: 10, Error: "Access Denied."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	untopiced := owned
+	untopiced.FolderID = &folder
+	unfiled := rejected
+	failing := CloudConnectionFailure{CloudConnection: s3, LastError: `PUT https://s3.example.com/dv-backup/x: 403 Forbidden: Access Denied (secret "[REDACTED]")`}
+	recovered := s3
+	recovered.Status = "active"
+	out := []Envelope{upload, del, topicDeleted, syncFailed}
 	for _, c := range []struct {
 		typ, agg string
 		actor    Actor
@@ -162,6 +177,9 @@ func samples(t *testing.T) []Envelope {
 		{DocumentFinalized, "document", System, &upload, owned},
 		{DocumentRejected, "document", System, &upload, rejected},
 		{DocumentDeleted, "document", Anonymous, nil, deletedPending},
+		{DocumentUpdated, "document", user, &topicDeleted, untopiced},
+		{DocumentUpdated, "document", Anonymous, &topicDeleted, unfiled},
+		{DocumentUpdated, "document", Anonymous, &topicDeleted, doc},
 		{TopicCreated, "topic", Anonymous, nil, Topic{ID: topic, Name: "Taxes 2026"}},
 		{TopicRenamed, "topic", user, nil, Topic{ID: topic, UserID: &owner, Name: "Taxes"}},
 		{TopicDeleted, "topic", Anonymous, nil, Topic{ID: topic, Name: "Taxes"}},
@@ -172,6 +190,9 @@ func samples(t *testing.T) []Envelope {
 		{CloudConnectionUpdated, "cloud_connection", Anonymous, nil, paused},
 		{CloudConnectionUpdated, "cloud_connection", user, nil, s3},
 		{CloudConnectionDeleted, "cloud_connection", Anonymous, nil, webdav},
+		{CloudConnectionFailing, "cloud_connection", System, &syncFailed, failing},
+		{CloudConnectionRecovered, "cloud_connection", System, &syncFailed, recovered},
+		{CloudConnectionRecovered, "cloud_connection", System, &syncFailed, webdav},
 		{CloudSyncCompleted, "document", System, &upload, CloudSync{DocumentID: docID, ConnectionID: conn, Provider: "webdav",
 			Operation: "copy", RemoteKey: remoteKey, Attempts: 1, ETag: `"9b2cf535f27731c974343645a3985328"`, SizeBytes: 120394}},
 		{CloudSyncCompleted, "document", System, &upload, CloudSync{DocumentID: docID, ConnectionID: conn, Provider: "s3",
@@ -310,6 +331,27 @@ func TestValidateRejects(t *testing.T) {
 		{"failed without error", CloudSyncFailed, func(m map[string]any) { delete(data(m), "error") }, "/data", "required"},
 		{"zero attempts", CloudSyncFailed, func(m map[string]any) { data(m)["attempts"] = 0 }, "/data/attempts", "minimum"},
 		{"remote key without the document id", CloudSyncRemoved, func(m map[string]any) { data(m)["remote_key"] = "DocuVault/report.pdf" }, "/data/remote_key", "pattern"},
+		{"updated without cause", DocumentUpdated, func(m map[string]any) { delete(m, "causation_id") }, "", "required"},
+		{"updated by system", DocumentUpdated, func(m map[string]any) { m["actor"] = map[string]any{"type": "system"} }, "/actor/type", "enum"},
+		{"updated after deletion", DocumentUpdated, func(m map[string]any) { data(m)["status"] = "deleted" }, "/data/status", "enum"},
+		{"reject reason on an updated ready document", DocumentUpdated, func(m map[string]any) {
+			data(m)["reject_reason"] = "object_missing"
+		}, "/data/reject_reason", "false"},
+		{"failing without its error", CloudConnectionFailing, func(m map[string]any) { delete(data(m), "last_error") }, "/data", "required"},
+		{"failing but active", CloudConnectionFailing, func(m map[string]any) { data(m)["status"] = "active" }, "/data/status", "const"},
+		{"failing by anonymous", CloudConnectionFailing, func(m map[string]any) { m["actor"] = map[string]any{"type": "anonymous"} }, "/actor/type", "const"},
+		{"credentials in a failing event", CloudConnectionFailing, func(m map[string]any) {
+			data(m)["credentials"] = map[string]any{"access_key_id": "AKID", "secret_access_key": "secret"}
+		}, "/data", "additionalProperties"},
+		{"webdav settings on a failing s3", CloudConnectionFailing, func(m map[string]any) {
+			data(m)["settings"] = map[string]any{"url": "https://cloud.example.com/dav/", "prefix": ""}
+		}, "/data/settings", "required"},
+		{"secret in failing settings", CloudConnectionFailing, func(m map[string]any) {
+			data(m)["settings"].(map[string]any)["secret_access_key"] = "secret"
+		}, "/data/settings", "additionalProperties"},
+		{"recovered but failing", CloudConnectionRecovered, func(m map[string]any) { data(m)["status"] = "failing" }, "/data/status", "const"},
+		{"recovered with an error", CloudConnectionRecovered, func(m map[string]any) { data(m)["last_error"] = "boom" }, "/data", "additionalProperties"},
+		{"recovered without cause", CloudConnectionRecovered, func(m map[string]any) { delete(m, "causation_id") }, "", "required"},
 		{"data not an object", TopicCreated, func(m map[string]any) { m["data"] = "{}" }, "/data", "type"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

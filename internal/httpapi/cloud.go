@@ -56,13 +56,11 @@ func toCloudConnectionJSON(c store.CloudConnection) cloudConnectionJSON {
 // cloudConnectionEvent builds a cloud_connection event; its data (and so
 // the audit row's details) has the settings and never the credentials.
 func cloudConnectionEvent(r *http.Request, typ string, c store.CloudConnection) (events.Envelope, error) {
-	return events.New(typ, "cloud_connection", c.ID, requestActor(r), correlationID(r), nil, events.CloudConnection{
-		ID: c.ID, UserID: c.UserID, Provider: c.Provider, Name: c.Name, Settings: c.Settings,
-		Status: c.Status, DeleteRemote: c.DeleteRemote,
-	})
+	return events.New(typ, "cloud_connection", c.ID, requestActor(r), correlationID(r), nil, c.EventData())
 }
 
-// requestActor is the user the request acts for, or anonymous (phase 1).
+// requestActor is the actor of every event a request causes: the user it
+// acts for (Owner), or anonymous when it acts for no one (phase 1).
 func requestActor(r *http.Request) events.Actor {
 	if owner := Owner(r.Context()); owner != nil {
 		return events.Actor{Type: "user", ID: owner}

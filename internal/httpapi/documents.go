@@ -258,7 +258,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, dbErr(err))
 		return
 	}
-	ev, err := events.New(events.DocumentUploaded, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
+	ev, err := events.New(events.DocumentUploaded, "document", doc.ID, requestActor(r), correlationID(r), nil, doc.EventData())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -741,7 +741,7 @@ func (s *server) deleteDocument(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		ev, err := events.New(events.DocumentDeleted, "document", doc.ID, events.Anonymous, correlationID(r), nil, doc.EventData())
+		ev, err := events.New(events.DocumentDeleted, "document", doc.ID, requestActor(r), correlationID(r), nil, doc.EventData())
 		if err != nil {
 			return err
 		}

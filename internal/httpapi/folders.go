@@ -58,13 +58,22 @@ func validName(name *string, max int) error {
 
 // recordChange runs change and records its event in one transaction.
 func (s *server) recordChange(r *http.Request, change func(tx pgx.Tx) (events.Envelope, error)) error {
+	return s.recordChanges(r, func(tx pgx.Tx) ([]events.Envelope, error) {
+		ev, err := change(tx)
+		return []events.Envelope{ev}, err
+	})
+}
+
+// recordChanges runs change and records its events, in order, in one
+// transaction.
+func (s *server) recordChanges(r *http.Request, change func(tx pgx.Tx) ([]events.Envelope, error)) error {
 	ctx := r.Context()
 	err := store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
-		ev, err := change(tx)
+		evs, err := change(tx)
 		if err != nil {
 			return err
 		}
-		return store.Record(ctx, tx, ev, origin(r))
+		return store.RecordAll(ctx, tx, evs, origin(r))
 	})
 	if err == nil {
 		s.Notifier.Poke()
@@ -73,12 +82,28 @@ func (s *server) recordChange(r *http.Request, change func(tx pgx.Tx) (events.En
 }
 
 func topicEvent(r *http.Request, typ string, t store.Topic) (events.Envelope, error) {
-	return events.New(typ, "topic", t.ID, events.Anonymous, correlationID(r), nil, events.Topic{ID: t.ID, UserID: t.UserID, Name: t.Name})
+	return events.New(typ, "topic", t.ID, requestActor(r), correlationID(r), nil, events.Topic{ID: t.ID, UserID: t.UserID, Name: t.Name})
 }
 
 func folderEvent(r *http.Request, typ string, f store.Folder) (events.Envelope, error) {
-	return events.New(typ, "folder", f.ID, events.Anonymous, correlationID(r), nil,
+	return events.New(typ, "folder", f.ID, requestActor(r), correlationID(r), nil,
 		events.Folder{ID: f.ID, UserID: f.UserID, ParentID: f.ParentID, Name: f.Name})
+}
+
+// withDocumentsUpdated returns deleted (a topic.deleted or
+// folder.deleted) followed by the document.updated it caused on each of
+// docs, the documents it took the topic or folder off, as they are now.
+func withDocumentsUpdated(r *http.Request, deleted events.Envelope, docs []store.Document) ([]events.Envelope, error) {
+	out := make([]events.Envelope, 0, 1+len(docs))
+	out = append(out, deleted)
+	for _, d := range docs {
+		ev, err := events.New(events.DocumentUpdated, "document", d.ID, requestActor(r), deleted.CorrelationID, &deleted, d.EventData())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }
 
 func (s *server) createTopic(w http.ResponseWriter, r *http.Request) {
@@ -175,12 +200,16 @@ func (s *server) deleteTopic(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
-		t, err := store.DeleteTopic(r.Context(), tx, id)
+	err = s.recordChanges(r, func(tx pgx.Tx) ([]events.Envelope, error) {
+		t, docs, err := store.DeleteTopic(r.Context(), tx, id)
 		if err != nil {
-			return events.Envelope{}, err
+			return nil, err
 		}
-		return topicEvent(r, events.TopicDeleted, t)
+		ev, err := topicEvent(r, events.TopicDeleted, t)
+		if err != nil {
+			return nil, err
+		}
+		return withDocumentsUpdated(r, ev, docs)
 	})
 	if err != nil {
 		s.fail(w, r, dbErr(err))
@@ -317,12 +346,16 @@ func (s *server) deleteFolder(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
-		f, err := store.DeleteFolder(r.Context(), tx, id)
+	err = s.recordChanges(r, func(tx pgx.Tx) ([]events.Envelope, error) {
+		f, docs, err := store.DeleteFolder(r.Context(), tx, id)
 		if err != nil {
-			return events.Envelope{}, err
+			return nil, err
 		}
-		return folderEvent(r, events.FolderDeleted, f)
+		ev, err := folderEvent(r, events.FolderDeleted, f)
+		if err != nil {
+			return nil, err
+		}
+		return withDocumentsUpdated(r, ev, docs)
 	})
 	if err != nil {
 		s.fail(w, r, dbErr(err))

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/docuvault/docuvault/internal/events"
 )
 
 // Cloud connection statuses. Paused connections hold their syncs; failing
@@ -45,6 +47,15 @@ type CloudConnection struct {
 	LastSyncedAt *time.Time
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+}
+
+// EventData is the connection as events carry it: without credentials
+// or last error.
+func (c CloudConnection) EventData() events.CloudConnection {
+	return events.CloudConnection{
+		ID: c.ID, UserID: c.UserID, Provider: c.Provider, Name: c.Name, Settings: c.Settings,
+		Status: c.Status, DeleteRemote: c.DeleteRemote,
+	}
 }
 
 const cloudConnectionColumns = `id, user_id, provider, name, settings, credentials, key_version, status, delete_remote,
@@ -138,23 +149,26 @@ func DeleteCloudConnection(ctx context.Context, tx pgx.Tx, owner *uuid.UUID, id 
 }
 
 // MarkConnectionSynced records a successful sync on the connection: its
-// last sync time, and the end of a failing streak.
-func MarkConnectionSynced(ctx context.Context, tx pgx.Tx, id uuid.UUID) error {
-	_, err := tx.Exec(ctx, `update cloud_connections
+// last sync time, and the end of a failing streak. It returns the
+// connection as it is now (active again if it was failing), or
+// ErrNotFound.
+func MarkConnectionSynced(ctx context.Context, tx pgx.Tx, id uuid.UUID) (CloudConnection, error) {
+	return scanCloudConnection(tx.QueryRow(ctx, `update cloud_connections
 		set last_synced_at = now(), last_error = null,
 		    status = case when status = 'failing' then 'active' else status end,
 		    updated_at = case when status = 'failing' then now() else updated_at end
-		where id = $1`, id)
-	return translate(err)
+		where id = $1
+		returning `+cloudConnectionColumns, id))
 }
 
 // MarkConnectionFailing records that a sync on the connection failed for
-// good: status failing (unless paused) and the error.
-func MarkConnectionFailing(ctx context.Context, tx pgx.Tx, id uuid.UUID, lastError string) error {
-	_, err := tx.Exec(ctx, `update cloud_connections
+// good: status failing (unless paused) and the error (cut to 1,000
+// bytes). It returns the connection as it is now, or ErrNotFound.
+func MarkConnectionFailing(ctx context.Context, tx pgx.Tx, id uuid.UUID, lastError string) (CloudConnection, error) {
+	return scanCloudConnection(tx.QueryRow(ctx, `update cloud_connections
 		set last_error = $2, status = case when status = 'active' then 'failing' else status end, updated_at = now()
-		where id = $1`, id, truncate(lastError, 1000))
-	return translate(err)
+		where id = $1
+		returning `+cloudConnectionColumns, id, truncate(lastError, 1000)))
 }
 
 // CloudSync is a row of cloud_sync: the state of one document on one
@@ -254,7 +268,8 @@ func LockCloudSync(ctx context.Context, tx pgx.Tx, documentID, connectionID uuid
 		where document_id = $1 and connection_id = $2 for update`, documentID, connectionID))
 }
 
-// UpdateCloudSync writes the mutable columns of s.
+// UpdateCloudSync writes the mutable columns of s, its cause (event,
+// correlation, request id and traceparent) included.
 func UpdateCloudSync(ctx context.Context, tx pgx.Tx, s CloudSync) error {
 	var lastError *string
 	if s.LastError != nil {
@@ -263,10 +278,27 @@ func UpdateCloudSync(ctx context.Context, tx pgx.Tx, s CloudSync) error {
 	}
 	_, err := tx.Exec(ctx, `update cloud_sync
 		set operation = $3, status = $4, attempts = $5, last_error = $6, etag = $7, next_attempt_at = $8,
-		    synced_at = $9, updated_at = now()
+		    synced_at = $9, cause_event_id = $10, correlation_id = $11, request_id = nullif($12, ''),
+		    traceparent = nullif($13, ''), updated_at = now()
 		where document_id = $1 and connection_id = $2`,
-		s.DocumentID, s.ConnectionID, s.Operation, s.Status, s.Attempts, lastError, s.ETag, s.NextAttemptAt, s.SyncedAt)
+		s.DocumentID, s.ConnectionID, s.Operation, s.Status, s.Attempts, lastError, s.ETag, s.NextAttemptAt, s.SyncedAt,
+		s.CauseEventID, s.CorrelationID, truncate(s.RequestID, 200), s.Traceparent)
 	return translate(err)
+}
+
+// DeletionCause returns what a removal planned for deleted document id
+// keeps of its document.deleted event: the event id, its correlation id
+// (nil if the audit row has none), and the request id and traceparent it
+// was written with (from its audit row); ErrNotFound when the audit log
+// has no such event.
+func DeletionCause(ctx context.Context, db DBTX, id uuid.UUID) (eventID uuid.UUID, correlation *uuid.UUID, origin Origin, err error) {
+	err = db.QueryRow(ctx, `select event_id, correlation_id, coalesce(request_id, ''), coalesce(traceparent, '')
+		from audit_log where aggregate_id = $1 and action = $2 and event_id is not null
+		order by id desc limit 1`, id, events.DocumentDeleted).Scan(&eventID, &correlation, &origin.RequestID, &origin.Traceparent)
+	if err != nil {
+		return uuid.UUID{}, nil, Origin{}, translate(err)
+	}
+	return eventID, correlation, origin, nil
 }
 
 // DeleteCloudSync removes the row of (documentID, connectionID).

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -238,6 +240,32 @@ func MarkDeleted(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error)
 		update documents set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
 		from old where id = old_id
 		returning `+documentColumns, id))
+}
+
+// detachDocuments sets column (topic_id or folder_id) to null on the
+// documents, not deleted, where it is id, and returns them as they are
+// now, in id order. It locks them in id order before it changes them, so
+// that the events the caller writes about them get outbox ids in commit
+// order (docs/events.md), and two such statements cannot deadlock. One
+// statement, whatever the number of documents.
+func detachDocuments(ctx context.Context, tx pgx.Tx, column string, id uuid.UUID) ([]Document, error) {
+	if column != "topic_id" && column != "folder_id" {
+		return nil, fmt.Errorf("detach documents: bad column %q", column)
+	}
+	rows, err := tx.Query(ctx, `update documents set `+column+` = null, updated_at = now()
+		where id in (select id from documents where `+column+` = $1 and status <> 'deleted'
+			order by id for no key update)
+		returning `+documentColumns, id)
+	if err != nil {
+		return nil, translate(err)
+	}
+	docs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Document, error) { return scanDocument(row) })
+	if err != nil {
+		return nil, translate(err)
+	}
+	// UPDATE ... RETURNING gives no order.
+	slices.SortFunc(docs, func(a, b Document) int { return bytes.Compare(a.ID[:], b.ID[:]) })
+	return docs, nil
 }
 
 // MarkPurged records that the objects of deleted document id are gone.

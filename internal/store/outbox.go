@@ -43,6 +43,32 @@ func Record(ctx context.Context, tx pgx.Tx, ev events.Envelope, origin Origin) e
 	return nil
 }
 
+// recordBatch is how many events RecordAll sends in one batch (two
+// statements each).
+const recordBatch = 500
+
+// RecordAll is Record for several events of one change, in order (their
+// outbox ids follow it). It sends them in batches of a few hundred, so
+// that a change with very many events (a topic deleted with the
+// document.updated of each of its documents) takes few round trips and
+// bounded memory beyond the events themselves.
+func RecordAll(ctx context.Context, tx pgx.Tx, evs []events.Envelope, origin Origin) error {
+	for len(evs) > 0 {
+		n := min(len(evs), recordBatch)
+		batch := &pgx.Batch{}
+		for _, ev := range evs[:n] {
+			if err := queueRecord(batch, ev, origin); err != nil {
+				return err
+			}
+		}
+		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
+			return fmt.Errorf("record %d events (%s first): %w", n, evs[0].Type, translate(err))
+		}
+		evs = evs[n:]
+	}
+	return nil
+}
+
 // queueRecord adds the audit row and the outbox row of ev to batch.
 func queueRecord(batch *pgx.Batch, ev events.Envelope, origin Origin) error {
 	payload, err := json.Marshal(ev)

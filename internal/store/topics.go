@@ -60,9 +60,23 @@ func RenameTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string) (Top
 	return scanTopic(tx.QueryRow(ctx, `update topics set name = $2, updated_at = now() where id = $1 returning `+topicColumns, id, name))
 }
 
-// DeleteTopic deletes a topic (its documents keep existing, without topic).
-func DeleteTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Topic, error) {
-	return scanTopic(tx.QueryRow(ctx, `delete from topics where id = $1 returning `+topicColumns, id))
+// DeleteTopic deletes a topic; ErrNotFound. Its documents keep existing,
+// without topic: it returns those it took the topic off (all but the
+// deleted ones, whose topic_id the foreign key clears), as they are now,
+// in id order and locked until tx ends (see detachDocuments).
+func DeleteTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Topic, []Document, error) {
+	// The topic first: an upload naming it (whose foreign key check takes
+	// a key share lock on it) now waits, then fails, instead of adding a
+	// document that would lose its topic without an event.
+	if _, err := scanTopic(tx.QueryRow(ctx, `select `+topicColumns+` from topics where id = $1 for update`, id)); err != nil {
+		return Topic{}, nil, err
+	}
+	docs, err := detachDocuments(ctx, tx, "topic_id", id)
+	if err != nil {
+		return Topic{}, nil, err
+	}
+	t, err := scanTopic(tx.QueryRow(ctx, `delete from topics where id = $1 returning `+topicColumns, id))
+	return t, docs, err
 }
 
 // Folder is a row of folders.
@@ -154,12 +168,30 @@ func UpdateFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string, par
 	return out, folderError(err)
 }
 
-// DeleteFolder deletes an empty folder (documents in it keep existing,
-// without folder); ErrNotEmpty when it has subfolders.
-func DeleteFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Folder, error) {
+// DeleteFolder deletes a folder without subfolders; ErrNotFound, or
+// ErrNotEmpty when it has subfolders. Documents in it keep existing,
+// without folder: it returns those it took the folder off (all but the
+// deleted ones, whose folder_id the foreign key clears), as they are now,
+// in id order and locked until tx ends (see detachDocuments).
+func DeleteFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Folder, []Document, error) {
+	// The folder first: a new subfolder or document in it (whose foreign
+	// key check takes a key share lock on it) now waits, then fails.
+	var hasChildren bool
+	err := tx.QueryRow(ctx, `select exists (select 1 from folders where parent_id = f.id) from folders f where f.id = $1 for update of f`,
+		id).Scan(&hasChildren)
+	switch {
+	case err != nil:
+		return Folder{}, nil, translate(err)
+	case hasChildren:
+		return Folder{}, nil, ErrNotEmpty
+	}
+	docs, err := detachDocuments(ctx, tx, "folder_id", id)
+	if err != nil {
+		return Folder{}, nil, err
+	}
 	out, err := scanFolder(tx.QueryRow(ctx, `delete from folders where id = $1 returning `+folderColumns, id))
 	if isFKViolation(err) {
-		return out, ErrNotEmpty
+		return out, nil, ErrNotEmpty
 	}
-	return out, err
+	return out, docs, err
 }
