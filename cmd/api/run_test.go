@@ -54,8 +54,10 @@ func TestServeHealthReadinessAndMetrics(t *testing.T) {
 			t.Errorf("/readyz did not check %s: %s", dep, body)
 		}
 	}
-	if resp, body := get(t, base+"/metrics"); resp.StatusCode != 200 || !strings.Contains(body, "go_goroutines") {
-		t.Errorf("/metrics: %d, no Go runtime metrics", resp.StatusCode)
+	// The requests above are counted by route.
+	if resp, body := get(t, base+"/metrics"); resp.StatusCode != 200 || !strings.Contains(body, "go_goroutines") ||
+		!strings.Contains(body, `docuvault_http_requests_total{method="GET",route="/readyz",status="200"} 1`) {
+		t.Errorf("/metrics: %d, no Go runtime metrics or request counts:\n%s", resp.StatusCode, body)
 	}
 	resp, body = get(t, base+"/no/such/route")
 	if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || !strings.Contains(body, `"status":404`) {

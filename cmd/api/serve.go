@@ -122,6 +122,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		Redis:    rdb,
 		Blobs:    blobs,
 		Metrics:  metrics.Handler(reg),
+		Registry: reg,
 	})
 	err = httpserver.Run(ctx, log, "api", cfg.HTTPAddr, h)
 	log.Info("stopped")

@@ -184,7 +184,8 @@ func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`outcome="dead_lettered"`, `outcome="processed"`, "docuvault_consumer_handling_seconds_count",
-		`docuvault_consumer_group_pending{group="finalize",stream="docuvault.documents"}`, `docuvault_consumer_group_lag{group="finalize"`} {
+		`docuvault_consumer_group_pending{group="finalize",stream="docuvault.documents"}`, `docuvault_consumer_group_lag{group="finalize"`,
+		`docuvault_dead_letter_entries{stream="docuvault.dead_letter"} `} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -41,7 +41,8 @@ func newHandlerMetrics(reg prometheus.Registerer, rdb *redis.Client) *handlerMet
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 10), // 1 ms .. 20 s
 		}, []string{"handler"}),
 	}
-	reg.MustRegister(m.deliveries, m.attempts, m.retries, m.duration, groupCollector{rdb: rdb, stream: events.StreamDocuments})
+	reg.MustRegister(m.deliveries, m.attempts, m.retries, m.duration, groupCollector{rdb: rdb, stream: events.StreamDocuments},
+		deadLetterCollector{rdb: rdb})
 	return m
 }
 

@@ -177,6 +177,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	notifier := store.NewNotifier(pool, log)
 	go notifier.Run(ctx)
 	fin := finalize.New(log, pool, blobs, notifier, cfg.Quota)
+	fin.Instrument(reg)
 	// Cloud sync: a handler in its own consumer group plans the copies and
 	// removals; the syncer's workers make them (cloudsync package doc).
 	sealer, err := cloudsync.NewSealer(cfg.SecretKey)

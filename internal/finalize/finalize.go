@@ -45,6 +45,8 @@ type Finalizer struct {
 	blobs  *blob.Store
 	notify *store.Notifier
 	quota  store.QuotaLimits
+	// metrics count outcomes once Instrument was called (nil: not counted).
+	metrics *metrics
 
 	// removals queue staged objects for RunRemover, while it runs.
 	removals  chan string
@@ -403,6 +405,7 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 		return err
 	}
 	f.notify.Poke()
+	f.metrics.finished(status, reason)
 	attrs := append([]any{"document_id", doc.ID}, tracing.EventAttrs(ctx, ev)...)
 	if status == store.StatusRejected {
 		f.log.Warn("document rejected", append(attrs, "reason", reason)...)

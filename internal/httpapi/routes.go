@@ -16,6 +16,7 @@ func (s *server) routes() http.Handler {
 	// Every response, 404s and problems included, names its request id
 	// and span (X-Request-ID, traceparent).
 	r.Use(tracing.Middleware)
+	r.Use(s.instrument) // outside recoverer: a panic's 500 is counted
 	r.Use(s.recoverer)
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {

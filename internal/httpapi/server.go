@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
@@ -33,6 +34,8 @@ type Deps struct {
 	Redis   *redis.Client
 	Blobs   *blob.Store
 	Metrics http.Handler
+	// Registry receives the API's request metrics (nil: not exposed).
+	Registry prometheus.Registerer
 	// Cloud seals cloud connection credentials and opens connections
 	// (cloudsync; the key comes from SECRET_KEY).
 	Cloud *cloudsync.Connector
@@ -43,11 +46,12 @@ type Deps struct {
 
 type server struct {
 	Deps
+	requests *requestMetrics
 }
 
 // New returns the API's handler.
 func New(deps Deps) http.Handler {
-	s := &server{Deps: deps}
+	s := &server{Deps: deps, requests: newRequestMetrics(deps.Registry)}
 	return s.routes()
 }
 

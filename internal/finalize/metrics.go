@@ -1,0 +1,30 @@
+package finalize
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics count the finalizer's outcomes. A nil *metrics records nothing.
+type metrics struct {
+	documents *prometheus.CounterVec
+}
+
+// Instrument registers f's metrics on reg: documents finalised, by outcome
+// (ready, or rejected and why; rejected with reason quota_exceeded is the
+// finalize stage's quota rejections). Call it before Handle.
+func (f *Finalizer) Instrument(reg prometheus.Registerer) {
+	m := &metrics{
+		documents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "docuvault_finalize_documents_total",
+			Help: "Uploads finalised, by status (ready or rejected) and reject reason (empty when ready).",
+		}, []string{"status", "reason"}),
+	}
+	reg.MustRegister(m.documents)
+	f.metrics = m
+}
+
+// finished counts one committed outcome.
+func (m *metrics) finished(status, reason string) {
+	if m == nil {
+		return
+	}
+	m.documents.WithLabelValues(status, reason).Inc()
+}
