@@ -136,7 +136,7 @@ func TestRefusesBadConfiguration(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var out strings.Builder
+			var out testenv.SyncBuffer
 			err := run(context.Background(), c.args, c.env.Getenv, &out)
 			if err == nil {
 				t.Fatalf("started with a bad setting; log:\n%s", out.String())
@@ -183,7 +183,7 @@ func TestInitDBAndMigrateFromEnvFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var log strings.Builder
+	var log testenv.SyncBuffer
 	for _, cmd := range []string{"init-db", "migrate", "init-db", "migrate"} {
 		if err := run(ctx, []string{"--env-file", envFile, cmd}, testenv.Env{}.Getenv, &log); err != nil {
 			t.Fatalf("%s: %v\nlog:\n%s", cmd, err, log.String())
@@ -216,7 +216,7 @@ func TestConnectionErrorsHideThePassword(t *testing.T) {
 			env := env.With(
 				"DATABASE_MIGRATE_URL", "postgres://docuvault_migrate:"+canary+"@127.0.0.1:1/docuvault",
 				"DATABASE_ADMIN_URL", "postgres://postgres:"+canary+"@127.0.0.1:1/postgres")
-			var log strings.Builder
+			var log testenv.SyncBuffer
 			err := run(context.Background(), args, env.Getenv, &log)
 			if err == nil {
 				t.Fatal("connected to a closed port")
@@ -230,7 +230,7 @@ func TestConnectionErrorsHideThePassword(t *testing.T) {
 		})
 	}
 	// A malformed URL is not echoed either.
-	var log strings.Builder
+	var log testenv.SyncBuffer
 	err := run(context.Background(), nil, env.With("DATABASE_URL", "postgres://u:"+canary+"@127.0.0.1:notaport/db").Getenv, &log)
 	if err == nil || strings.Contains(err.Error(), canary) {
 		t.Errorf("malformed URL: error %v", err)
