@@ -367,7 +367,10 @@ func TestChaos(t *testing.T) {
 			break
 		}
 		if time.Now().After(quietBy) {
-			t.Fatalf("not quiet 6 min after the chaos: %s", busy)
+			var stuck string
+			_ = pool.QueryRow(ctx, `select coalesce(string_agg(format('%s %s attempts %s due %s: %s', operation, status, attempts,
+				next_attempt_at - now(), coalesce(last_error, '')), '; '), '') from cloud_sync where status = 'pending'`).Scan(&stuck)
+			t.Fatalf("not quiet 6 min after the chaos: %s\n  pending cloud copies: %s", busy, stuck)
 		}
 		time.Sleep(time.Second)
 	}

@@ -481,7 +481,7 @@ func TestRemoteDownThenBack(t *testing.T) {
 			eventually(t, 20*time.Second, "four failed attempts", func() bool {
 				// A failed attempt leaves the row pending with an error and
 				// due after the backoff (a claimed one is due after the
-				// 15-minute lease instead).
+				// lease of two minutes and more instead).
 				r := f.row(t, doc.ID, conn.ID)
 				if delay := r.NextAttemptAt.Sub(r.UpdatedAt); r.Attempts > lastAttempt && r.LastError != nil && delay > 0 && delay < time.Minute {
 					lastAttempt = r.Attempts

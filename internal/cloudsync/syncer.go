@@ -87,7 +87,9 @@ type Config struct {
 	// 5 s); a handled event wakes them at once.
 	PollInterval time.Duration
 	// Lease is how long a claimed row is left to its worker before
-	// another may take it (default 15 min): longer than any one copy.
+	// another may take it (default 2 min), plus a second per MiB of the
+	// document (store.LeaseBytesPerSecond): a worker that died holds its
+	// rows that long.
 	Lease time.Duration
 	// Retry is the retry policy (default DefaultRetryPolicy).
 	Retry RetryPolicy
@@ -101,7 +103,7 @@ func (c Config) withDefaults() Config {
 		c.PollInterval = 5 * time.Second
 	}
 	if c.Lease <= 0 {
-		c.Lease = 15 * time.Minute
+		c.Lease = 2 * time.Minute
 	}
 	if c.Retry.MaxAttempts <= 0 {
 		c.Retry = DefaultRetryPolicy

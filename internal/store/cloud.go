@@ -246,20 +246,30 @@ func ScheduleRemovals(ctx context.Context, tx pgx.Tx, documentID uuid.UUID, caus
 
 // ClaimDueSyncs takes up to limit due rows (pending, next_attempt_at
 // passed, connection not paused), oldest first, skipping rows another
-// transaction holds. Each is leased: its next_attempt_at moves lease ahead,
-// so no other worker takes it meanwhile (and it becomes due again if the
-// worker dies), and its attempts count goes up by one.
+// transaction holds. Each is leased: its next_attempt_at moves lease (plus
+// a second per LeaseBytesPerSecond of its document) ahead, so no other
+// worker takes it meanwhile (and it becomes due again soon if the worker
+// dies), and its attempts count goes up by one.
 func ClaimDueSyncs(ctx context.Context, db DBTX, lease time.Duration, limit int) ([]CloudSync, error) {
 	return collectCloudSyncs(db.Query(ctx, `update cloud_sync s
-		set next_attempt_at = now() + $1::interval, attempts = s.attempts + 1, updated_at = now()
-		from (select c.document_id as due_document, c.connection_id as due_connection from cloud_sync c
+		set next_attempt_at = now() + $1::interval + make_interval(secs => due.size_bytes / $3::float8),
+			attempts = s.attempts + 1, updated_at = now()
+		from (select c.document_id as due_document, c.connection_id as due_connection, coalesce(d.size_bytes, 0) as size_bytes
+			from cloud_sync c
 			join cloud_connections k on k.id = c.connection_id
+			left join documents d on d.id = c.document_id
 			where c.status = 'pending' and c.next_attempt_at <= now() and k.status <> 'paused'
 			order by c.next_attempt_at limit $2
 			for update of c skip locked) due
 		where s.document_id = due_document and s.connection_id = due_connection
-		returning `+cloudSyncColumns, lease, limit))
+		returning `+cloudSyncColumns, lease, limit, float64(LeaseBytesPerSecond)))
 }
+
+// LeaseBytesPerSecond is the slowest transfer a claim allows for: a row's
+// lease is the base lease plus its document's size at this rate, so a big
+// copy to a slow remote is not taken over (and started again) while it is
+// still running.
+const LeaseBytesPerSecond = 1 << 20
 
 // LockCloudSync returns the row of (documentID, connectionID), locked until
 // tx ends, or ErrNotFound.
