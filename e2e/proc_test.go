@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docuvault/docuvault/internal/apispec"
 	"github.com/docuvault/docuvault/internal/testenv"
 )
 
@@ -34,7 +35,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	code := apispec.Main(m) // m.Run, every API response checked against api/openapi.yaml
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

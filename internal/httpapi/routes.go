@@ -62,6 +62,8 @@ func (s *server) routes() http.Handler {
 		r.Post("/cloud-connections/{id}/test", s.testCloudConnection)
 
 		r.Get("/audit", s.listAudit)
+
+		r.Get("/openapi.yaml", serveOpenAPI) // api/openapi.yaml: every route here, described
 	})
 	return r
 }
