@@ -18,7 +18,7 @@ bench:
 
 ## chaos: the real binaries under mixed load while processes are killed, Redis restarts empty, MinIO and WebDAV fail; then the invariant checker (CHAOS_DURATION, default 3m, plus a few minutes to settle)
 chaos:
-	DOCUVAULT_CHAOS=1 scripts/with-services.sh $(GO) test -run '^TestChaos$$' -count=1 -v -timeout 60m ./e2e/
+	scripts/chaos.sh
 
 ## build: bin/api, bin/relay and bin/consumer
 build:
