@@ -39,11 +39,7 @@ func TestInvariantChecker(t *testing.T) {
 	dav := testenv.StartWebDAV(t, "docuvault", "dav-password")
 	st := startStack(t)
 	f := &schemaFlow{t: t, base: st.base, db: st.db}
-	f.call(http.MethodPost, "/api/v1/cloud-connections", map[string]any{
-		"provider": "webdav", "name": "checked dav",
-		"settings":    map[string]any{"url": dav.URL, "prefix": "DocuVault"},
-		"credentials": map[string]any{"username": dav.User, "password": dav.Password},
-	}, http.StatusCreated)
+	f.connectWebDAV(dav, "checked dav")
 
 	var ids []string
 	for i := range 4 {

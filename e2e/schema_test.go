@@ -229,6 +229,17 @@ type flowDocument struct {
 
 // call sends a JSON request and returns the JSON object answered (nil for
 // no body); any other status than want ends the test.
+// connectWebDAV creates a cloud connection named name to dav (prefix
+// DocuVault) and returns its id.
+func (f *schemaFlow) connectWebDAV(dav *testenv.WebDAV, name string) string {
+	f.t.Helper()
+	return f.call(http.MethodPost, "/api/v1/cloud-connections", map[string]any{
+		"provider": "webdav", "name": name,
+		"settings":    map[string]any{"url": dav.URL, "prefix": "DocuVault"},
+		"credentials": map[string]any{"username": dav.User, "password": dav.Password},
+	}, http.StatusCreated)["id"].(string)
+}
+
 func (f *schemaFlow) call(method, path string, body any, want int) map[string]any {
 	f.t.Helper()
 	var r io.Reader

@@ -35,11 +35,7 @@ func TestTraceContextFollowsAnUpload(t *testing.T) {
 	dav := testenv.StartWebDAV(t, "docuvault", "dav-password")
 	st := startStack(t)
 	f := &schemaFlow{t: t, base: st.base, db: st.db}
-	f.call(http.MethodPost, "/api/v1/cloud-connections", map[string]any{
-		"provider": "webdav", "name": "traced dav",
-		"settings":    map[string]any{"url": dav.URL, "prefix": "DocuVault"},
-		"credentials": map[string]any{"username": dav.User, "password": dav.Password},
-	}, http.StatusCreated)
+	f.connectWebDAV(dav, "traced dav")
 
 	traceID, parentID := randomHex(t, 16), randomHex(t, 8)
 	const requestID = "e2e-upload-7f3a"

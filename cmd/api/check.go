@@ -6,7 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,10 +54,7 @@ func checkCmd(ctx context.Context, global, args []string, getenv func(string) st
 	if *grace <= 0 || *outboxAge <= 0 {
 		return errors.New("check: --grace and --outbox-age must be positive")
 	}
-	if *envFile != "" {
-		global = append(slices.Clone(global), "--env-file", *envFile)
-	}
-	_, _, src, err := config.Load("api", global, getenv)
+	src, err := config.LoadCommand("api", global, *envFile, getenv, os.Stderr)
 	if err != nil {
 		return err
 	}

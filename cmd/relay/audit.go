@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"github.com/docuvault/docuvault/internal/config"
@@ -57,15 +56,9 @@ func audit(ctx context.Context, global, args []string, getenv func(string) strin
 	if err != nil {
 		return err
 	}
-	if *envFile != "" {
-		global = append(slices.Clone(global), "--env-file", *envFile)
-	}
-	_, _, src, err := config.Load("relay", global, getenv)
+	src, err := config.LoadCommand("relay", global, *envFile, getenv, stderr)
 	if err != nil {
 		return err
-	}
-	for _, w := range src.Warnings {
-		fmt.Fprintln(stderr, "warning: "+w)
 	}
 	dbCfg, err := config.Database(src, "DATABASE_URL")
 	if err != nil {

@@ -158,15 +158,9 @@ func replay(ctx context.Context, global, args []string, getenv func(string) stri
 	if err != nil {
 		return err
 	}
-	if o.envFile != "" {
-		global = append(slices.Clone(global), "--env-file", o.envFile)
-	}
-	_, _, src, err := config.Load("relay", global, getenv)
+	src, err := config.LoadCommand("relay", global, o.envFile, getenv, stderr)
 	if err != nil {
 		return err
-	}
-	for _, w := range src.Warnings {
-		fmt.Fprintln(stderr, "warning: "+w)
 	}
 	dbCfg, err := config.Database(src, "DATABASE_URL")
 	if err != nil {

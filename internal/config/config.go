@@ -123,6 +123,24 @@ func SplitCommand(args []string, name string) (global, rest []string, ok bool) {
 	return nil, nil, false
 }
 
+// LoadCommand is Load for a command whose own flags SplitCommand took
+// apart: global are the arguments before the command, envFile the
+// command's --env-file (which wins), and each warning goes to warn as one
+// line.
+func LoadCommand(prog string, global []string, envFile string, getenv func(string) string, warn io.Writer) (*Source, error) {
+	if envFile != "" {
+		global = append(slices.Clone(global), "--env-file", envFile)
+	}
+	_, _, src, err := Load(prog, global, getenv)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range src.Warnings {
+		fmt.Fprintln(warn, "warning: "+w)
+	}
+	return src, nil
+}
+
 func readEnvFile(path string, getenv func(string) string) (*Source, error) {
 	src := &Source{getenv: getenv, file: map[string]string{}}
 	if path == "" {
