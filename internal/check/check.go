@@ -322,6 +322,21 @@ func (c *checker) cloudCopies(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("read cloud connections: %w", err)
 	}
+	// Every document deleted long enough ago has its copies removed where
+	// the connection asks for that.
+	kept, err := c.DB.Query(ctx, `select s.document_id, s.connection_id from cloud_sync s
+		join documents d on d.id = s.document_id join cloud_connections cc on cc.id = s.connection_id
+		where d.status = 'deleted' and d.deleted_at < $1 and cc.delete_remote and cc.status = 'active'
+		  and s.operation = 'copy' and s.status = 'synced'`, old)
+	if err != nil {
+		return fmt.Errorf("read cloud copies of deleted documents: %w", err)
+	}
+	if _, err := pgx.ForEachRow(kept, []any{&doc, &conn}, func() error {
+		c.find("cloud_sync", doc.String()+" on "+conn.String(), "deleted, and its copy was never planned for removal")
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read cloud copies of deleted documents: %w", err)
+	}
 	providers := map[uuid.UUID]cloudsync.Provider{}
 	for _, r := range all {
 		subject := r.doc.String() + " on " + r.conn.String()

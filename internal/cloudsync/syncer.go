@@ -29,6 +29,7 @@
 package cloudsync
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,6 +94,11 @@ type Config struct {
 	Lease time.Duration
 	// Retry is the retry policy (default DefaultRetryPolicy).
 	Retry RetryPolicy
+	// CatchUpEvery is how often Run looks for events the stream lost
+	// (default 1 min); CatchUpAfter how old an unhandled event must be to
+	// count as lost (default 2 min); CatchUpWindow how far back it looks
+	// (default 7 days, the streams' default retention).
+	CatchUpEvery, CatchUpAfter, CatchUpWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -108,6 +114,9 @@ func (c Config) withDefaults() Config {
 	if c.Retry.MaxAttempts <= 0 {
 		c.Retry = DefaultRetryPolicy
 	}
+	c.CatchUpEvery = cmp.Or(c.CatchUpEvery, time.Minute)
+	c.CatchUpAfter = cmp.Or(c.CatchUpAfter, 2*time.Minute)
+	c.CatchUpWindow = cmp.Or(c.CatchUpWindow, 7*24*time.Hour)
 	return c
 }
 
@@ -120,6 +129,9 @@ type Syncer struct {
 	notify *store.Notifier
 	cfg    Config
 	wake   chan struct{}
+	// caughtUpTo is where CatchUp's next look starts (Run's goroutine
+	// only).
+	caughtUpTo time.Time
 }
 
 // New returns a Syncer. blobs is DocuVault's own bucket, where copies are
@@ -157,6 +169,43 @@ func (s *Syncer) HandleEvent(ctx context.Context, ev events.Envelope) error {
 		s.Wake()
 	}
 	return err
+}
+
+// CatchUp handles, from the audit log, the document.finalized and
+// document.deleted events of the last CatchUpWindow that this consumer has
+// not handled although they are older than CatchUpAfter: their stream
+// entries were lost (Redis restarted without its data, or the stream was
+// trimmed before the group read it). Handling is idempotent (the
+// processed mark), so an event merely slow to arrive is handled once. It
+// returns how many it handled.
+func (s *Syncer) CatchUp(ctx context.Context) (int, error) {
+	// After a first look over the whole window, each looks only at what
+	// the previous one had not (events are older than CatchUpAfter when
+	// looked at, so they committed long before).
+	before := time.Now().Add(-s.cfg.CatchUpAfter)
+	since := s.caughtUpTo
+	if since.IsZero() || since.Before(time.Now().Add(-s.cfg.CatchUpWindow)) {
+		since = time.Now().Add(-s.cfg.CatchUpWindow)
+	}
+	n := 0
+	for {
+		lost, err := store.UnhandledEvents(ctx, s.db, ConsumerName, []string{events.DocumentFinalized, events.DocumentDeleted},
+			since, before, 500)
+		if err != nil {
+			return n, err
+		}
+		for _, u := range lost {
+			hctx := tracing.Continue(tracing.WithRequestID(ctx, u.Origin.RequestID), u.Origin.Traceparent)
+			if err := s.HandleEvent(hctx, u.Event); err != nil {
+				return n, fmt.Errorf("handle %s %s: %w", u.Event.Type, u.Event.ID, err)
+			}
+			n++
+		}
+		if len(lost) < 500 {
+			s.caughtUpTo = before
+			return n, nil
+		}
+	}
 }
 
 // Wake makes the workers look for due rows now.
@@ -240,7 +289,16 @@ func (s *Syncer) planRemovals(ctx context.Context, ev events.Envelope) error {
 func (s *Syncer) Run(ctx context.Context) {
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()
+	var swept time.Time
 	for {
+		if time.Since(swept) >= s.cfg.CatchUpEvery {
+			if n, err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("cloud sync catch-up", "err", err)
+			} else if n > 0 {
+				s.log.Warn("cloud sync caught up on events its stream lost", "events", n)
+			}
+			swept = time.Now()
+		}
 		s.Drain(ctx)
 		select {
 		case <-ctx.Done():

@@ -124,3 +124,39 @@ func (e *auditEnvelope) envelope() events.Envelope {
 	ev.Data = json.RawMessage(e.data)
 	return ev
 }
+
+// UnhandledEvent is a recorded event a consumer has not handled, rebuilt
+// from its audit row, with the origin it was written in.
+type UnhandledEvent struct {
+	Event  events.Envelope
+	Origin Origin
+}
+
+// UnhandledEvents returns up to limit events of the given types recorded
+// between since and before that consumer has no processed_events mark for,
+// oldest first: events whose stream entry was lost (Redis restarted
+// without its data) or never delivered, for the consumer to handle from
+// the audit log instead.
+func UnhandledEvents(ctx context.Context, db DBTX, consumer string, types []string, since, before time.Time, limit int) ([]UnhandledEvent, error) {
+	rows, err := db.Query(ctx, `select a.action, a.occurred_at, a.actor_type, a.actor_id, a.aggregate_type, a.aggregate_id,
+			a.event_id, a.correlation_id, a.causation_id, a.details::text, a.version,
+			coalesce(a.request_id, ''), coalesce(a.traceparent, '')
+		from audit_log a
+		where a.occurred_at >= $3 and a.occurred_at < $4 and a.action = any($2) and a.event_id is not null
+		  and not exists (select 1 from processed_events p where p.consumer = $1 and p.event_id = a.event_id)
+		order by a.occurred_at, a.id limit $5`, consumer, types, since, before, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (UnhandledEvent, error) {
+		var u UnhandledEvent
+		var e auditEnvelope
+		err := row.Scan(append(append([]any{&e.Type}, e.targets()...), &u.Origin.RequestID, &u.Origin.Traceparent)...)
+		u.Event = e.envelope()
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read unhandled events: %w", translate(err))
+	}
+	return out, nil
+}
