@@ -8,7 +8,7 @@ BINARIES := api relay consumer
 run: build
 	scripts/run.sh
 
-## test: the whole suite (-race) against real PostgreSQL, Redis and MinIO
+## test: the whole suite (-race) against real PostgreSQL, Redis and MinIO, then a short run of each fuzz target (scripts/fuzz.sh)
 test:
 	scripts/test.sh
 

@@ -54,7 +54,7 @@ func auditParams(r *http.Request) (f store.AuditFilter, limit int, after int64, 
 	}
 	if raw := q.Get("cursor"); raw != "" {
 		b, err := base64.RawURLEncoding.DecodeString(raw)
-		if err != nil || len(b) != 8 || int64(binary.BigEndian.Uint64(b)) < 0 {
+		if err != nil || len(b) != 8 || int64(binary.BigEndian.Uint64(b)) < 0 || base64.RawURLEncoding.EncodeToString(b) != raw {
 			return f, 0, 0, badRequest("invalid-cursor", "cursor is not one this API returned")
 		}
 		after = int64(binary.BigEndian.Uint64(b))

@@ -12,6 +12,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -427,7 +428,7 @@ func sanitizeFilename(name string) string {
 		if i := strings.LastIndexByte(name, '.'); i > 0 && len(name)-i <= 16 {
 			ext = name[i:]
 		}
-		name = truncateBytes(name[:len(name)-len(ext)], maxFilenameBytes-len(ext)) + ext
+		name = strings.TrimRightFunc(truncateBytes(name[:len(name)-len(ext)], maxFilenameBytes-len(ext)), unicode.IsSpace) + ext
 	}
 	if name == "" || strings.Trim(name, ".") == "" {
 		return "document"
@@ -465,7 +466,7 @@ func detectContentType(head []byte, claimed string) string {
 		return detected
 	}
 	mt, _, err := mime.ParseMediaType(claimed)
-	if err != nil || len(mt) > 255 {
+	if err != nil || len(mt) > 255 || !plainMediaType.MatchString(mt) {
 		return detected
 	}
 	switch {
@@ -479,6 +480,10 @@ func detectContentType(head []byte, claimed string) string {
 	}
 	return mt
 }
+
+// plainMediaType is a media type the document events' schema accepts
+// (common.v1.json#/$defs/document/properties/content_type).
+var plainMediaType = regexp.MustCompile(`^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$`)
 
 // idempotencyKey validates the Idempotency-Key header: 1-255 visible ASCII
 // characters.
@@ -588,7 +593,7 @@ func pageParams(r *http.Request) (listParams, error) {
 	}
 	if raw := q.Get("cursor"); raw != "" {
 		b, err := base64.RawURLEncoding.DecodeString(raw)
-		if err != nil || len(b) != 16 {
+		if err != nil || len(b) != 16 || base64.RawURLEncoding.EncodeToString(b) != raw {
 			return p, badRequest("invalid-cursor", "cursor is not one this API returned")
 		}
 		id, _ := uuid.FromBytes(b)
