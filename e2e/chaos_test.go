@@ -354,7 +354,8 @@ func TestChaos(t *testing.T) {
 	}
 
 	// Quiet: wait for the pipeline to settle (a Redis restart loses
-	// events the sweep re-queues after a few minutes).
+	// events: the sweep re-queues stuck uploads, and cloud sync catches up
+	// on lost finalisations and deletions, after a few minutes).
 	pool := testenv.Pool(t, db.AdminDSN())
 	ctx := context.Background()
 	quietBy := time.Now().Add(6 * time.Minute)
@@ -365,6 +366,15 @@ func TestChaos(t *testing.T) {
 			(select count(*) || ' unpurged deletions' from documents where status = 'deleted' and purged_at is null having count(*) > 0),
 			(select count(*) || ' cloud copies pending' from cloud_sync where status = 'pending' having count(*) > 0),
 			(select count(*) || ' outbox rows' from outbox having count(*) > 0),
+			(select count(*) || ' ready documents without their copies planned' from documents d
+			  join cloud_connections cc on cc.user_id is not distinct from d.user_id
+			  where d.status = 'ready' and cc.status = 'active' and cc.created_at < d.finalized_at
+			    and not exists (select 1 from cloud_sync s where s.document_id = d.id and s.connection_id = cc.id)
+			  having count(*) > 0),
+			(select count(*) || ' deleted documents with copies kept' from cloud_sync s
+			  join documents d on d.id = s.document_id join cloud_connections cc on cc.id = s.connection_id
+			  where d.status = 'deleted' and cc.delete_remote and cc.status = 'active' and s.operation = 'copy' and s.status = 'synced'
+			  having count(*) > 0),
 			(select count(*) || ' unchained audit rows' from audit_log a
 			  where not exists (select 1 from audit_chain c where c.audit_id = a.id) having count(*) > 0))`).Scan(&busy)
 		if err != nil {
