@@ -53,7 +53,8 @@ func BenchmarkPipeline(b *testing.B) {
 	fresh := func() (testenv.Env, *pgxpool.Pool, *blob.Store) {
 		db := testenv.NewDB(b)
 		s3 := testenv.S3(b)
-		env := testenv.ServiceEnv(b, db, s3).With("UPLOAD_MAX_BYTES", strconv.Itoa(300<<20))
+		// One client sends up to 16 uploads at once here.
+		env := testenv.ServiceEnv(b, db, s3).With("UPLOAD_MAX_BYTES", strconv.Itoa(300<<20), "UPLOAD_CONCURRENCY_PER_CLIENT", "64")
 		blobs, err := blob.New(s3)
 		if err != nil {
 			b.Fatal(err)

@@ -122,6 +122,8 @@ func TestRefusesBadConfiguration(t *testing.T) {
 		{"http addr", nil, good.With("HTTP_ADDR", "8080"), "HTTP_ADDR"},
 		{"upload max negative", nil, good.With("UPLOAD_MAX_BYTES", "-1"), "UPLOAD_MAX_BYTES"},
 		{"upload max words", nil, good.With("UPLOAD_MAX_BYTES", "100MB"), "UPLOAD_MAX_BYTES"},
+		{"upload concurrency zero", nil, good.With("UPLOAD_CONCURRENCY_PER_CLIENT", "0"), "UPLOAD_CONCURRENCY_PER_CLIENT"},
+		{"upload concurrency huge", nil, good.With("UPLOAD_CONCURRENCY_PER_CLIENT", "1000000"), "UPLOAD_CONCURRENCY_PER_CLIENT"},
 		{"duplicate policy", nil, good.With("DUPLICATE_POLICY", "maybe"), "DUPLICATE_POLICY"},
 		{"no secret key", nil, good.With("SECRET_KEY", ""), "SECRET_KEY"},
 		{"short secret key", nil, good.With("SECRET_KEY", "change-me"), "SECRET_KEY"},

@@ -29,6 +29,8 @@ type Config struct {
 	DuplicatePolicy string            // DUPLICATE_POLICY: allow or reject
 	Quota           store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
 	SecretKey       string            // SECRET_KEY: seals cloud credentials (HKDF-derived key)
+
+	UploadConcurrencyPerClient int // UPLOAD_CONCURRENCY_PER_CLIENT: uploads one client may send at once
 }
 
 // DefaultPoolSize is the API's PostgreSQL pool size unless DATABASE_URL
@@ -37,6 +39,10 @@ const DefaultPoolSize = 20
 
 // DefaultUploadMaxBytes is UPLOAD_MAX_BYTES unless set: 100 MiB.
 const DefaultUploadMaxBytes = 100 << 20
+
+// maxUploadConcurrencyPerClient bounds UPLOAD_CONCURRENCY_PER_CLIENT: a
+// larger value is no limit, and likely a typo.
+const maxUploadConcurrencyPerClient = 10_000
 
 func loadServeConfig(src *config.Source) (Config, error) {
 	var cfg Config
@@ -61,6 +67,18 @@ func loadServeConfig(src *config.Source) (Config, error) {
 		if cfg.UploadMaxBytes, err = config.PositiveInt("UPLOAD_MAX_BYTES", raw); err != nil {
 			return cfg, err
 		}
+	}
+	cfg.UploadConcurrencyPerClient = httpapi.DefaultUploadConcurrencyPerClient
+	if raw := src.Get("UPLOAD_CONCURRENCY_PER_CLIENT"); raw != "" {
+		n, err := config.PositiveInt("UPLOAD_CONCURRENCY_PER_CLIENT", raw)
+		if err != nil {
+			return cfg, err
+		}
+		if n > maxUploadConcurrencyPerClient {
+			return cfg, &config.Error{Key: "UPLOAD_CONCURRENCY_PER_CLIENT",
+				Problem: fmt.Sprintf("%d is more than %d", n, maxUploadConcurrencyPerClient)}
+		}
+		cfg.UploadConcurrencyPerClient = int(n)
 	}
 	cfg.DuplicatePolicy = cmp.Or(src.Get("DUPLICATE_POLICY"), "allow")
 	if cfg.Quota.Bytes, cfg.Quota.Documents, err = config.QuotaDefaults(src); err != nil {
@@ -88,7 +106,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		"database", config.SafeDSN(cfg.Database),
 		"redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB,
 		"object_storage", cfg.S3.Endpoint.HostPort, "bucket", cfg.S3.Bucket,
-		"upload_max_bytes", cfg.UploadMaxBytes, "duplicate_policy", cfg.DuplicatePolicy)
+		"upload_max_bytes", cfg.UploadMaxBytes, "upload_concurrency_per_client", cfg.UploadConcurrencyPerClient,
+		"duplicate_policy", cfg.DuplicatePolicy)
 
 	pool, err := store.Open(ctx, cfg.Database)
 	if err != nil {
@@ -116,7 +135,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 	h := httpapi.New(httpapi.Deps{
 		Cloud:    cloudsync.NewConnector(sealer),
 		Notifier: notifier,
-		Config:   httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy, Quota: cfg.Quota},
+		Config: httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy, Quota: cfg.Quota,
+			UploadConcurrencyPerClient: cfg.UploadConcurrencyPerClient},
 		Log:      log,
 		DB:       pool,
 		Redis:    rdb,

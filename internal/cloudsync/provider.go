@@ -237,7 +237,7 @@ func (s *S3Settings) normalize() error {
 	if h, p, err := net.SplitHostPort(s.Endpoint); err == nil {
 		host, port = h, p
 	}
-	if host == "" || strings.ContainsAny(host, " @?#") {
+	if host == "" || strings.ContainsAny(host, " @?#") || strings.IndexFunc(host, unicode.IsControl) >= 0 {
 		return invalid("settings.endpoint", "must be host or host:port")
 	}
 	if port != "" {
@@ -273,6 +273,10 @@ func (s *WebDAVSettings) normalize() error {
 		return invalid("settings.url", "must not have a query or fragment")
 	case len(s.URL) > 2048:
 		return invalid("settings.url", "is longer than 2048 characters")
+	case strings.IndexFunc(u.Host+u.Path, unicode.IsControl) >= 0:
+		// Escaped (%00) in the URL, they would be stored unescaped: a
+		// request line cannot carry them, and PostgreSQL cannot store NUL.
+		return invalid("settings.url", "must not contain control characters, escaped or not")
 	}
 	// Stored unescaped (the WebDAV client escapes each segment), with a
 	// trailing slash: it names a collection.

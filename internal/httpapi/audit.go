@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/store"
@@ -72,7 +75,12 @@ func auditParams(r *http.Request) (f store.AuditFilter, limit int, after int64, 
 	if f.CorrelationID, err = optionalUUID(r, "correlation_id"); err != nil {
 		return f, 0, 0, err
 	}
+	// Any type may be asked for (an unknown one matches nothing), but only
+	// as text PostgreSQL can compare: not every byte string is.
 	f.Type = q.Get("type")
+	if len(f.Type) > 200 || !utf8.ValidString(f.Type) || strings.IndexFunc(f.Type, unicode.IsControl) >= 0 {
+		return f, 0, 0, badRequest("invalid-parameter", "type must be an event type such as document.uploaded")
+	}
 	return f, limit, after, nil
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -83,32 +84,126 @@ type uploadForm struct {
 	folderID *uuid.UUID
 }
 
-// uploadIdleTimeout is how long an upload may send nothing before it is
-// cut: a slow client may take as long as it needs, a stalled one may not
-// hold its buffer for ever.
-const uploadIdleTimeout = 60 * time.Second
-
-// bodyReader remembers read errors so that an upload failure can be blamed
-// on the client (truncated or oversized body) or on the object store, and
-// moves the connection's read deadline forward on every read.
+// bodyReader reads an upload's body under its stall policy, and
+// remembers what an upload failure needs to be blamed on the client
+// (truncated, oversized or too slow body) or on the object store.
+//
+// Each read may wait up to the stall timeout for the client, and no more
+// than the client has earned: one stall timeout plus a second per
+// minRate bytes it sent, minus the time already spent waiting for it. So
+// a slow link may take as long as it needs, while a body that stalls, or
+// trickles in a few bytes at a time (slow loris), is cut. Only time spent
+// in Read counts: an upload waiting for the object store is not the
+// client's fault.
 type bodyReader struct {
 	r        io.Reader
-	rc       *http.ResponseController
-	deadline time.Time
-	err      error
+	rc       *http.ResponseController // nil: no deadlines (tests)
+	stall    time.Duration
+	minRate  int64
+	deadline time.Time // the connection's read deadline as last set
+	waited   time.Duration
+	n        int64
+	err      error // the first read error other than io.EOF
+	eof      bool
+	// tail is the body's last bytes, to tell a body that ends inside a
+	// part from one that ends with the closing boundary.
+	tail    [512]byte
+	tailLen int
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
-	// Move the deadline at most once a second: it is not free.
-	if now := time.Now(); b.rc != nil && b.deadline.Sub(now) < uploadIdleTimeout-time.Second {
-		b.deadline = now.Add(uploadIdleTimeout)
-		_ = b.rc.SetReadDeadline(b.deadline)
+	if b.err != nil {
+		return 0, b.err
+	}
+	start := time.Now()
+	if b.rc != nil {
+		allow := min(b.stall, b.stall+time.Duration(b.n/b.minRate)*time.Second-b.waited)
+		if allow <= 0 {
+			b.err = errUploadTooSlow
+			return 0, b.err
+		}
+		// Move the deadline only when it is off by more than a second (or a
+		// quarter of a short stall timeout): setting it is not free.
+		if d := start.Add(allow); d.Sub(b.deadline).Abs() > min(time.Second, b.stall/4) {
+			b.deadline = d
+			_ = b.rc.SetReadDeadline(d)
+		}
 	}
 	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
+	b.waited += time.Since(start)
+	b.n += int64(n)
+	b.keepTail(p[:n])
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil:
 		b.err = err
 	}
 	return n, err
+}
+
+func (b *bodyReader) keepTail(p []byte) {
+	if len(p) >= len(b.tail) {
+		b.tailLen = copy(b.tail[:], p[len(p)-len(b.tail):])
+		return
+	}
+	keep := min(b.tailLen, len(b.tail)-len(p))
+	copy(b.tail[:], b.tail[b.tailLen-keep:b.tailLen])
+	b.tailLen = keep + copy(b.tail[keep:], p)
+}
+
+// endsInsidePart reports whether the body, read to its end, stopped after
+// a part's boundary without a closing boundary: in a part's header, or
+// right after a boundary line. Go's multipart reader takes both for a
+// proper end (io.EOF), which would store an upload without the fields
+// that were cut off. When the tail holds no boundary (a long epilogue),
+// nothing can be told and the body is taken as whole.
+func (b *bodyReader) endsInsidePart(boundary string) bool {
+	tail := b.tail[:b.tailLen]
+	i := bytes.LastIndex(tail, []byte("--"+boundary))
+	if !b.eof || i < 0 {
+		return false
+	}
+	return !bytes.HasPrefix(tail[i+2+len(boundary):], []byte("--"))
+}
+
+// maxPartHeaderBytes bounds a part's header (Go's multipart reader
+// accepts 10 MiB, all held in memory).
+const maxPartHeaderBytes = 16 << 10
+
+// partHeaderGuard bounds what the multipart reader may read while it
+// looks for the next part (the boundary line and the part's header); the
+// part's content is not limited here.
+type partHeaderGuard struct {
+	r        io.Reader
+	left     int // bytes NextPart may still read; < 0 outside NextPart
+	exceeded bool
+}
+
+var errPartHeaderTooLarge = errors.New("multipart part header too large")
+
+func (g *partHeaderGuard) Read(p []byte) (int, error) {
+	if g.left < 0 {
+		return g.r.Read(p)
+	}
+	if g.left == 0 {
+		g.exceeded = true
+		return 0, errPartHeaderTooLarge
+	}
+	if len(p) > g.left {
+		p = p[:g.left]
+	}
+	n, err := g.r.Read(p)
+	g.left -= n
+	return n, err
+}
+
+// nextPart is mr.NextPart with the part's header bounded. The budget adds
+// the 4 KiB the multipart reader reads ahead.
+func (g *partHeaderGuard) nextPart(mr *multipart.Reader) (*multipart.Part, error) {
+	g.left = maxPartHeaderBytes + 4<<10
+	defer func() { g.left = -1 }()
+	return mr.NextPart()
 }
 
 // uploadDocument streams the file part to staging, then records the
@@ -127,6 +222,13 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	client := clientKey(r)
+	if !s.uploads.acquire(client) {
+		retryAfter(w, uploadRetryAfter)
+		s.fail(w, r, tooManyUploads(s.Config.UploadConcurrencyPerClient))
+		return
+	}
+	defer s.uploads.release(client)
 	owner := Owner(ctx) // nil in phase 1: uploads have no owner
 	if idemKey != "" {
 		if doc, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
@@ -141,7 +243,12 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, s.tooLarge())
 		return
 	}
-	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, s.Config.UploadMaxBytes+multipartSlack), rc: http.NewResponseController(w)}
+	rc := http.NewResponseController(w)
+	// The body may take hours: the answer's deadline is set once it is read
+	// (or refused, by fail).
+	_ = rc.SetWriteDeadline(time.Time{})
+	body := &bodyReader{r: http.MaxBytesReader(w, r.Body, s.Config.UploadMaxBytes+multipartSlack), rc: rc,
+		stall: s.Config.StallTimeout, minRate: s.Config.UploadMinRate}
 
 	id := uuid.Must(uuid.NewV7())
 	key := blob.StagingKey(id)
@@ -163,13 +270,18 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 	var filename, clientType string
 	// multipart reads through a 4 KiB buffer unless given a larger one:
 	// 64 KiB means far fewer reads (and system calls) for large files.
-	mr := multipart.NewReader(bufio.NewReaderSize(body, 64<<10), params["boundary"])
+	buffered := bufio.NewReaderSize(body, 64<<10)
+	guard := &partHeaderGuard{r: buffered, left: -1}
+	mr := multipart.NewReader(guard, params["boundary"])
 	for {
-		part, err := mr.NextPart()
+		part, err := guard.nextPart(mr)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
+			if guard.exceeded {
+				err = badRequest("invalid-multipart", "a part's header is larger than %d bytes", maxPartHeaderBytes)
+			}
 			s.fail(w, r, s.bodyError(body, err))
 			return
 		}
@@ -182,6 +294,9 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 			filename = sanitizeFilename(rawFilename(part))
 			clientType = part.Header.Get("Content-Type")
 			put, err = s.Blobs.Put(ctx, key, part, s.Config.UploadMaxBytes, "application/octet-stream")
+			// Put takes a body cut short (io.ErrUnexpectedEOF) for its end
+			// and stores it: whatever is refused below, remove that.
+			staged = err == nil
 			switch {
 			case errors.Is(err, blob.ErrTooLarge):
 				s.fail(w, r, s.tooLarge())
@@ -193,7 +308,6 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 				s.fail(w, r, &unavailable{dependency: "object_storage", err: err})
 				return
 			}
-			staged = true
 			if put.Size == 0 {
 				s.fail(w, r, badRequest("empty-file", "the file part is empty; DocuVault does not store empty documents"))
 				return
@@ -211,10 +325,25 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Read what follows the closing boundary (an epilogue, usually
+	// nothing) under the same policy, so that the whole body is read before
+	// the read deadline is lifted.
+	if _, err := io.Copy(io.Discard, buffered); err != nil {
+		s.fail(w, r, s.bodyError(body, err))
+		return
+	}
+	if body.endsInsidePart(params["boundary"]) {
+		s.fail(w, r, badRequest("invalid-multipart", "the body ends inside a part, without the closing boundary"))
+		return
+	}
 	if !staged {
 		s.fail(w, r, badRequest("missing-file", "the body has no part named file"))
 		return
 	}
+	// The body is read: what remains is ours to do, and the answer's to be
+	// written in time.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(s.Config.ResponseTimeout))
 
 	if owner != nil {
 		// Refuse up front what the owner's quota cannot take. Concurrent
@@ -327,11 +456,16 @@ func (s *server) tooLarge() error {
 }
 
 // bodyError blames a failed read on the client: an oversized body is 413,
-// anything else (truncated, malformed multipart) is 400.
+// one that stalled or trickled is 408, anything else (truncated, malformed
+// multipart) is 400.
 func (s *server) bodyError(body *bodyReader, err error) error {
 	var maxErr *http.MaxBytesError
 	if errors.As(err, &maxErr) || errors.As(body.err, &maxErr) {
 		return s.tooLarge()
+	}
+	if timedOut(body.err) {
+		return requestTimeout(fmt.Sprintf("the upload sent nothing for %s, or less than %d bytes a second on average",
+			s.Config.StallTimeout, s.Config.UploadMinRate))
 	}
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
@@ -520,7 +654,10 @@ func correlationID(r *http.Request) uuid.UUID {
 // span (tracing.Middleware).
 func origin(r *http.Request) store.Origin {
 	ctx := r.Context()
-	o := store.Origin{UserAgent: r.UserAgent(), RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)}
+	// A header value may hold any byte but the ones net/http refuses;
+	// PostgreSQL text holds UTF-8 without NUL only.
+	ua := strings.ToValidUTF8(strings.ReplaceAll(r.UserAgent(), "\x00", ""), "\uFFFD")
+	o := store.Origin{UserAgent: ua, RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)}
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		ip := ap.Addr().Unmap()
 		o.ClientIP = &ip
@@ -699,7 +836,7 @@ func (s *server) getContent(w http.ResponseWriter, r *http.Request) {
 	if doc.FinalizedAt != nil {
 		modTime = *doc.FinalizedAt
 	}
-	http.ServeContent(w, r, "", modTime, obj)
+	http.ServeContent(newDownloadWriter(w, r, s.Config.StallTimeout), r, "", modTime, obj)
 }
 
 // contentDisposition is an RFC 6266 attachment header: an ASCII fallback

@@ -77,8 +77,10 @@ var errorTable = []struct {
 }
 
 // fail writes err as a problem. Unknown errors are logged and answered 500
-// without their text.
+// without their text. The problem gets ResponseTimeout to be written,
+// however long the request took (an upload refused after its body).
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.Config.ResponseTimeout))
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
 		d := problem.New(apiErr.status, apiErr.typ, apiErr.title, apiErr.detail)
@@ -125,17 +127,22 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return &apiError{status: http.StatusUnsupportedMediaType, typ: "unsupported-media-type", title: "Unsupported media type",
 			detail: "send application/json"}
 	}
-	// A small body has no reason to take long.
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBody))
+	if r.ContentLength > maxJSONBody {
+		// Refused before a byte of it is read.
+		return &http.MaxBytesError{Limit: maxJSONBody}
+	}
+	// The deadlines middleware bounds the time the body takes to arrive.
+	body := &readErrors{r: http.MaxBytesReader(w, r.Body, maxJSONBody)}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var maxErr *http.MaxBytesError
 		var typeErr *json.UnmarshalTypeError
 		var syntaxErr *json.SyntaxError
 		switch {
-		case errors.As(err, &maxErr):
-			return err
+		case body.err != nil:
+			// Too large, too slow, truncated or badly framed: not a JSON
+			// matter, and the reader's text (addresses) is no client's.
+			return bodyReadError(body.err)
 		case errors.As(err, &typeErr):
 			return badRequest("invalid-json", "field %q must be a %s", typeErr.Field, typeErr.Type)
 		case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
@@ -147,10 +154,33 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 			return badRequest("invalid-json", "%s", trimJSONPrefix(err.Error()))
 		}
 	}
-	if dec.More() {
+	// Nothing but white space may follow, up to the end of the body (More
+	// would take a stray '}' or ']' for the end).
+	if _, err := dec.Token(); err != io.EOF {
+		if body.err != nil {
+			return bodyReadError(body.err)
+		}
 		return badRequest("invalid-json", "the body holds more than one JSON value")
 	}
+	// The body is read to its end: lift the read deadline, which would
+	// otherwise cancel the request's context should the handler take
+	// longer than it.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return nil
+}
+
+// readErrors remembers the first read error other than io.EOF.
+type readErrors struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErrors) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 func isJSON(ct string) bool {

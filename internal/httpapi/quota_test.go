@@ -92,7 +92,7 @@ func TestQuotaRaceThroughTheAPI(t *testing.T) {
 	t.Parallel()
 	const size, fits, uploads = 8 << 10, 10, 32
 	limits := store.QuotaLimits{Bytes: size * fits, Documents: 1000}
-	e := newEnv(t, httpapi.Config{Quota: limits})
+	e := newEnv(t, httpapi.Config{Quota: limits, UploadConcurrencyPerClient: uploads}) // all at once, from one address
 	ctx := context.Background()
 	owner := e.newUser(t)
 

@@ -18,6 +18,7 @@ func (s *server) routes() http.Handler {
 	r.Use(tracing.Middleware)
 	r.Use(s.instrument) // outside recoverer: a panic's 500 is counted
 	r.Use(s.recoverer)
+	r.Use(s.deadlines) // bodies and responses bounded in time (limits.go)
 
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, problem.New(http.StatusNotFound, "not-found", "Not found", "no such resource"))

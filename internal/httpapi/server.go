@@ -18,12 +18,34 @@ import (
 	"github.com/docuvault/docuvault/internal/tracing"
 )
 
-// Config is the API's behaviour.
+// Config is the API's behaviour. Zero limits and timeouts mean their
+// defaults (limits.go).
 type Config struct {
 	UploadMaxBytes  int64  // largest file accepted
 	DuplicatePolicy string // allow or reject uploads whose content the owner has
 	// Quota is the default limits of owners whose quotas row sets none.
 	Quota store.QuotaLimits
+
+	// UploadConcurrencyPerClient is how many uploads one client (an IP
+	// address; for IPv6 its /64) may send at once; more are answered 429
+	// with Retry-After (default DefaultUploadConcurrencyPerClient).
+	UploadConcurrencyPerClient int
+	// BodyTimeout is how long the body of a request other than an upload
+	// may take to arrive (default DefaultBodyTimeout); then 408.
+	BodyTimeout time.Duration
+	// ResponseTimeout is how long a response other than a download may
+	// take to be written, from the request's arrival (plus BodyTimeout when
+	// it has a body; an upload's: from the end of its body, a problem's:
+	// from its decision); default DefaultResponseTimeout.
+	ResponseTimeout time.Duration
+	// StallTimeout is how long an upload may send nothing, or a download
+	// read nothing, before it is cut (default DefaultStallTimeout).
+	StallTimeout time.Duration
+	// UploadMinRate is the slowest average rate, in bytes per second, an
+	// upload may keep once StallTimeout has passed (default
+	// DefaultUploadMinRate); only the time spent waiting for the client
+	// counts.
+	UploadMinRate int64
 }
 
 // Deps are what the API's handlers use.
@@ -47,11 +69,14 @@ type Deps struct {
 type server struct {
 	Deps
 	requests *requestMetrics
+	uploads  *clientLimiter // uploads in flight per client
 }
 
 // New returns the API's handler.
 func New(deps Deps) http.Handler {
-	s := &server{Deps: deps, requests: newRequestMetrics(deps.Registry)}
+	deps.Config = deps.Config.withDefaults()
+	s := &server{Deps: deps, requests: newRequestMetrics(deps.Registry),
+		uploads: newClientLimiter(deps.Config.UploadConcurrencyPerClient)}
 	return s.routes()
 }
 
