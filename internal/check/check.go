@@ -87,17 +87,13 @@ const maxFindings = 100
 type checker struct {
 	Config
 	rep     Report
-	dropped map[string]int
+	found   map[string]int // findings per invariant
+	dropped map[string]int // of those, not listed
 }
 
 func (c *checker) find(invariant, subject, format string, args ...any) {
-	n := 0
-	for _, f := range c.rep.Findings {
-		if f.Invariant == invariant {
-			n++
-		}
-	}
-	if n >= maxFindings {
+	c.found[invariant]++
+	if c.found[invariant] > maxFindings {
 		c.dropped[invariant]++
 		return
 	}
@@ -110,7 +106,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	cfg.Grace = cmp.Or(cfg.Grace, time.Minute)
 	cfg.OutboxAge = cmp.Or(cfg.OutboxAge, time.Minute)
 	cfg.StagingGrace = cmp.Or(cfg.StagingGrace, cfg.Grace)
-	c := &checker{Config: cfg, rep: Report{ByStatus: map[string]int{}}, dropped: map[string]int{}}
+	c := &checker{Config: cfg, rep: Report{ByStatus: map[string]int{}}, found: map[string]int{}, dropped: map[string]int{}}
 	for _, step := range []func(context.Context) error{c.documents, c.objects, c.quotas, c.cloudCopies, c.auditChain, c.outbox, c.events} {
 		if err := step(ctx); err != nil {
 			return c.rep, err
