@@ -6,20 +6,43 @@ import (
 	"github.com/google/uuid"
 )
 
-type ownerKey struct{}
-
-// WithOwner returns ctx carrying the id of the user a request acts for.
-// Phase 2's authentication middleware sets it; in phase 1 nothing does, and
-// requests act for no one: documents, topics, folders and cloud
-// connections they create have no owner.
-func WithOwner(ctx context.Context, user uuid.UUID) context.Context {
-	return context.WithValue(ctx, ownerKey{}, user)
+// Principal is who a request acts for: an authenticated user, who may be
+// an administrator (administrators see every owner's resources).
+type Principal struct {
+	UserID uuid.UUID
+	Admin  bool
 }
 
-// Owner is the user the request acts for, or nil (phase 1: no accounts).
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying the principal a request acts for.
+// The authentication middleware sets it from a valid access token.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal ctx carries, if any.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// WithOwner returns ctx acting for user, who is not an administrator.
+func WithOwner(ctx context.Context, user uuid.UUID) context.Context {
+	return WithPrincipal(ctx, Principal{UserID: user})
+}
+
+// Owner is the user the request acts for, or nil when it acts for no one
+// (phase 1: no accounts).
 func Owner(ctx context.Context) *uuid.UUID {
-	if id, ok := ctx.Value(ownerKey{}).(uuid.UUID); ok {
-		return &id
+	if p, ok := PrincipalFrom(ctx); ok {
+		return &p.UserID
 	}
 	return nil
+}
+
+// IsAdmin reports whether the request acts for an administrator.
+func IsAdmin(ctx context.Context) bool {
+	p, ok := PrincipalFrom(ctx)
+	return ok && p.Admin
 }
