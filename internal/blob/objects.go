@@ -186,12 +186,15 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, maxBytes int64
 
 // putWhole stores data, the whole stream, with one PUT and completes res.
 // The SHA-256 computed on the way doubles as the request's signed payload
-// hash, so minio-go does not hash the bytes a second time.
+// hash (X-Amz-Content-Sha256), which the server checks on receipt.
+// DisableContentSha256 turns off minio-go's streaming signature, which on
+// plain HTTP would otherwise ignore the given hash and hash every chunk of
+// the payload a second time.
 func (s *Store) putWhole(ctx context.Context, key string, data []byte, contentType string, sum hash.Hash, res *PutResult) error {
 	digest := sum.Sum(nil)
 	core := minio.Core{Client: s.client}
 	info, err := core.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), "", hex.EncodeToString(digest),
-		minio.PutObjectOptions{ContentType: contentType})
+		minio.PutObjectOptions{ContentType: contentType, DisableContentSha256: true})
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}

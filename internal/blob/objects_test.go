@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"hash"
 	"io"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/testenv"
@@ -87,5 +90,40 @@ func TestLargePutsAreBounded(t *testing.T) {
 	// Slots are free again.
 	if _, err := store.Put(context.Background(), "t/after", bytes.NewReader(make([]byte, 300<<10)), 1<<30, ""); err != nil {
 		t.Errorf("after the stalled uploads ended: %v", err)
+	}
+}
+
+// flipped is a SHA-256 whose sum is not that of what was written.
+type flipped struct{ hash.Hash }
+
+func (f flipped) Sum(b []byte) []byte {
+	s := f.Hash.Sum(b)
+	s[len(s)-1] ^= 1
+	return s
+}
+
+// A single PUT sends the SHA-256 the upload computed as its signed payload
+// hash, and the server checks the bytes against it: bytes that do not match
+// (here: a hash altered after the fact) are refused and nothing is stored.
+// Finalisation relies on this to skip reading staged objects back.
+func TestPutWholeServerChecksPayloadHash(t *testing.T) {
+	t.Parallel()
+	store, err := blob.New(testenv.S3(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("docuvault"), 4000)
+	hashed := func() hash.Hash { h := sha256.New(); h.Write(data); return h }
+
+	if _, err := store.PutWhole(ctx, "t/good", data, hashed()); err != nil {
+		t.Fatalf("matching hash refused: %v", err)
+	}
+	_, err = store.PutWhole(ctx, "t/bad", data, flipped{hashed()})
+	if code := minio.ToErrorResponse(errors.Unwrap(err)).Code; code != "XAmzContentSHA256Mismatch" {
+		t.Fatalf("mismatching hash: %v (code %q); want XAmzContentSHA256Mismatch", err, code)
+	}
+	if _, err := store.Stat(ctx, "t/bad"); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("a refused payload left an object: %v", err)
 	}
 }
