@@ -20,14 +20,20 @@ import (
 // The cursor is opaque: the base64url form of the last row's id; a client
 // passes the same filters with it.
 //
-// Phase 1 has no owners to scope by: every caller sees every event. Phase 2
-// must restrict the rows to the caller's own aggregates.
+// A user sees the rows about their own resources (documents, topics,
+// folders, cloud connections, their account), whoever acted: theirs, an
+// administrator's or the pipeline's (store.AuditFilter.Scope). An
+// administrator sees every row; a request acting for no one (phase 1),
+// the rows about unowned resources. Filtering by another owner's
+// document_id finds nothing, like an id that does not exist.
 func (s *server) listAudit(w http.ResponseWriter, r *http.Request) {
 	f, limit, after, err := auditParams(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	sc := scope(r.Context())
+	f.Scope = &sc
 	rows, err := store.AuditEvents(r.Context(), s.DB, f, after, limit+1)
 	if err != nil {
 		s.fail(w, r, dbErr(err))

@@ -145,7 +145,7 @@ func (s *server) listCloudConnections(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	conns, err := store.ListCloudConnections(r.Context(), s.DB, Owner(r.Context()), page.after, page.limit+1)
+	conns, err := store.ListCloudConnections(r.Context(), s.DB, scope(r.Context()), page.after, page.limit+1)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -159,7 +159,7 @@ func (s *server) getCloudConnection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	c, err := store.GetCloudConnection(r.Context(), s.DB, Owner(r.Context()), id)
+	c, err := store.GetCloudConnection(r.Context(), s.DB, scope(r.Context()), id)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -203,10 +203,9 @@ func (s *server) updateCloudConnection(w http.ResponseWriter, r *http.Request) {
 			detail: "status must be active or paused", extra: map[string]any{"field": "status"}})
 		return
 	}
-	owner := Owner(r.Context())
 	var out store.CloudConnection
 	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
-		c, err := store.LockCloudConnection(r.Context(), tx, owner, id)
+		c, err := store.LockCloudConnection(r.Context(), tx, scope(r.Context()), id)
 		if err != nil {
 			return events.Envelope{}, err
 		}
@@ -259,7 +258,7 @@ func (s *server) deleteCloudConnection(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
-		c, err := store.DeleteCloudConnection(r.Context(), tx, Owner(r.Context()), id)
+		c, err := store.DeleteCloudConnection(r.Context(), tx, scope(r.Context()), id)
 		if err != nil {
 			return events.Envelope{}, err
 		}
@@ -294,7 +293,7 @@ func (s *server) testCloudConnection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	c, err := store.GetCloudConnection(r.Context(), s.DB, Owner(r.Context()), id)
+	c, err := store.GetCloudConnection(r.Context(), s.DB, scope(r.Context()), id)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return

@@ -679,14 +679,14 @@ func (s *server) getDocument(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// documentFromPath loads the document named by {id}; deleted documents
-// are not found.
+// documentFromPath loads the document named by {id} if it is in the
+// request's scope; deleted documents and other owners' are not found.
 func (s *server) documentFromPath(r *http.Request) (store.Document, error) {
 	id, err := pathID(r)
 	if err != nil {
 		return store.Document{}, err
 	}
-	doc, err := store.GetDocument(r.Context(), s.DB, id)
+	doc, err := store.DocumentIn(r.Context(), s.DB, scope(r.Context()), id)
 	if err != nil {
 		return doc, dbErr(err)
 	}
@@ -795,7 +795,7 @@ func (s *server) listDocuments(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	docs, err := store.ListDocuments(r.Context(), s.DB, f)
+	docs, err := store.ListDocuments(r.Context(), s.DB, scope(r.Context()), f)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -879,7 +879,7 @@ func (s *server) deleteDocument(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	err = store.WithTx(ctx, s.DB, func(tx pgx.Tx) error {
-		doc, err := store.MarkDeleted(ctx, tx, id)
+		doc, err := store.DeleteDocument(ctx, tx, scope(ctx), id)
 		if err != nil {
 			return err
 		}

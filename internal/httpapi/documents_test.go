@@ -18,12 +18,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
+	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/config"
 	"github.com/docuvault/docuvault/internal/httpapi"
 	"github.com/docuvault/docuvault/internal/testenv"
 )
 
 type env struct {
+	h     http.Handler // the API, as httpapi.New returns it
 	srv   *httptest.Server
 	app   *pgxpool.Pool // the runtime role's, as the API has it
 	admin *pgxpool.Pool
@@ -49,21 +51,27 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 		cfg.DuplicatePolicy = "allow"
 	}
 	app := testenv.Pool(t, db.AppURL)
+	sealer, err := cloudsync.NewSealer(cloudSecretKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := httpapi.New(httpapi.Deps{
 		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
-		Metrics: http.NotFoundHandler(),
+		Metrics: http.NotFoundHandler(), Cloud: cloudsync.NewConnector(sealer),
 	})
 	srv := httptest.NewServer(actAs(h))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, app: app, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
+	return &env{h: h, srv: srv, app: app, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
 }
 
 // actAs lets a test request act for the user in its X-Test-Owner header,
-// as phase 2's authentication will set the owner.
+// an administrator with X-Test-Admin: true, as phase 2's authentication
+// will set the principal.
 func actAs(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, err := uuid.Parse(r.Header.Get("X-Test-Owner")); err == nil {
-			r = r.WithContext(httpapi.WithOwner(r.Context(), id))
+			p := httpapi.Principal{UserID: id, Admin: r.Header.Get("X-Test-Admin") == "true"}
+			r = r.WithContext(httpapi.WithPrincipal(r.Context(), p))
 		}
 		h.ServeHTTP(w, r)
 	})

@@ -69,8 +69,8 @@ var errorTable = []struct {
 	detail string
 }{
 	{store.ErrNotFound, http.StatusNotFound, "not-found", "Not found", "no such resource"},
-	{store.ErrUnknownTopic, http.StatusUnprocessableEntity, "unknown-topic", "Unknown topic", "topic_id names no existing topic"},
-	{store.ErrUnknownFolder, http.StatusUnprocessableEntity, "unknown-folder", "Unknown folder", "folder_id or parent_id names no existing folder"},
+	{store.ErrUnknownTopic, http.StatusUnprocessableEntity, "unknown-topic", "Unknown topic", "topic_id names no topic of yours"},
+	{store.ErrUnknownFolder, http.StatusUnprocessableEntity, "unknown-folder", "Unknown folder", "folder_id or parent_id names no folder of yours"},
 	{store.ErrCycle, http.StatusConflict, "folder-cycle", "Folder cycle", "a folder cannot be moved under itself or one of its subfolders"},
 	{store.ErrNotEmpty, http.StatusConflict, "folder-not-empty", "Folder not empty", "delete or move the subfolders first"},
 	{store.ErrConflict, http.StatusConflict, "conflict", "Conflict", "a resource with that name already exists"},

@@ -121,7 +121,9 @@ func (s *server) createTopic(w http.ResponseWriter, r *http.Request) {
 	var out store.Topic
 	err := s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
 		var err error
-		if out, err = store.InsertTopic(r.Context(), tx, store.Topic{ID: uuid.Must(uuid.NewV7()), Name: *in.Name}); err != nil {
+		// An administrator's topic is theirs, like anyone's.
+		t := store.Topic{ID: uuid.Must(uuid.NewV7()), UserID: Owner(r.Context()), Name: *in.Name}
+		if out, err = store.InsertTopic(r.Context(), tx, t); err != nil {
 			return events.Envelope{}, err
 		}
 		return topicEvent(r, events.TopicCreated, out)
@@ -140,7 +142,7 @@ func (s *server) listTopics(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	topics, err := store.ListTopics(r.Context(), s.DB, page.after, page.limit+1)
+	topics, err := store.ListTopics(r.Context(), s.DB, scope(r.Context()), page.after, page.limit+1)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -154,7 +156,7 @@ func (s *server) getTopic(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	t, err := store.GetTopic(r.Context(), s.DB, id)
+	t, err := store.GetTopic(r.Context(), s.DB, scope(r.Context()), id)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -182,7 +184,7 @@ func (s *server) renameTopic(w http.ResponseWriter, r *http.Request) {
 	var out store.Topic
 	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
 		var err error
-		if out, err = store.RenameTopic(r.Context(), tx, id, *in.Name); err != nil {
+		if out, err = store.RenameTopic(r.Context(), tx, scope(r.Context()), id, *in.Name); err != nil {
 			return events.Envelope{}, err
 		}
 		return topicEvent(r, events.TopicRenamed, out)
@@ -201,7 +203,7 @@ func (s *server) deleteTopic(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = s.recordChanges(r, func(tx pgx.Tx) ([]events.Envelope, error) {
-		t, docs, err := store.DeleteTopic(r.Context(), tx, id)
+		t, docs, err := store.DeleteTopic(r.Context(), tx, scope(r.Context()), id)
 		if err != nil {
 			return nil, err
 		}
@@ -234,7 +236,9 @@ func (s *server) createFolder(w http.ResponseWriter, r *http.Request) {
 	var out store.Folder
 	err := s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
 		var err error
-		f := store.Folder{ID: uuid.Must(uuid.NewV7()), ParentID: in.ParentID, Name: *in.Name}
+		// The folder is the caller's (an administrator's too), and so
+		// must its parent be.
+		f := store.Folder{ID: uuid.Must(uuid.NewV7()), UserID: Owner(r.Context()), ParentID: in.ParentID, Name: *in.Name}
 		if out, err = store.InsertFolder(r.Context(), tx, f); err != nil {
 			return events.Envelope{}, err
 		}
@@ -260,7 +264,7 @@ func (s *server) listFolders(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	folders, err := store.ListFolders(r.Context(), s.DB, parent, page.after, page.limit+1)
+	folders, err := store.ListFolders(r.Context(), s.DB, scope(r.Context()), parent, page.after, page.limit+1)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -274,7 +278,7 @@ func (s *server) getFolder(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	f, err := store.GetFolder(r.Context(), s.DB, id)
+	f, err := store.GetFolder(r.Context(), s.DB, scope(r.Context()), id)
 	if err != nil {
 		s.fail(w, r, dbErr(err))
 		return
@@ -283,7 +287,7 @@ func (s *server) getFolder(w http.ResponseWriter, r *http.Request) {
 }
 
 // updateFolder renames (name) and/or moves (parent_id; null moves it to
-// the root) a folder.
+// the root) a folder. The parent must be a folder of the same owner.
 func (s *server) updateFolder(w http.ResponseWriter, r *http.Request) {
 	id, err := pathID(r)
 	if err != nil {
@@ -310,7 +314,7 @@ func (s *server) updateFolder(w http.ResponseWriter, r *http.Request) {
 	}
 	var out store.Folder
 	err = s.recordChange(r, func(tx pgx.Tx) (events.Envelope, error) {
-		cur, err := store.GetFolder(r.Context(), tx, id)
+		cur, err := store.GetFolder(r.Context(), tx, scope(r.Context()), id)
 		if err != nil {
 			return events.Envelope{}, err
 		}
@@ -328,7 +332,7 @@ func (s *server) updateFolder(w http.ResponseWriter, r *http.Request) {
 				parent = &p
 			}
 		}
-		if out, err = store.UpdateFolder(r.Context(), tx, id, name, parent); err != nil {
+		if out, err = store.UpdateFolder(r.Context(), tx, scope(r.Context()), id, name, parent); err != nil {
 			return events.Envelope{}, err
 		}
 		return folderEvent(r, events.FolderUpdated, out)
@@ -347,7 +351,7 @@ func (s *server) deleteFolder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err = s.recordChanges(r, func(tx pgx.Tx) ([]events.Envelope, error) {
-		f, docs, err := store.DeleteFolder(r.Context(), tx, id)
+		f, docs, err := store.DeleteFolder(r.Context(), tx, scope(r.Context()), id)
 		if err != nil {
 			return nil, err
 		}

@@ -77,9 +77,13 @@ func scrape(t *testing.T, base string) map[string]float64 {
 }
 
 // do sends a request without a body and returns its status and body.
-func do(t *testing.T, method, url string) (int, []byte) {
+// do sends a request without a body, with headers (name, value pairs).
+func do(t *testing.T, method, url string, headers ...string) (int, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +133,7 @@ func TestMetricsCountRequestsByRoutePattern(t *testing.T) {
 		{http.MethodGet, "/healthz", http.StatusOK},
 	}
 	for _, r := range requests {
-		if code, body := do(t, r.method, e.srv.URL+r.path); code != r.status {
+		if code, body := do(t, r.method, e.srv.URL+r.path, "X-Test-Owner", owner.String()); code != r.status {
 			t.Fatalf("%s %s: %d %s; want %d", r.method, r.path, code, body, r.status)
 		}
 	}
@@ -164,7 +168,7 @@ func TestMetricsCountRequestsByRoutePattern(t *testing.T) {
 		}
 	}
 	// The first upload's event comes first: it is the ready one.
-	code, body := do(t, http.MethodGet, e.srv.URL+"/api/v1/documents/"+ids[0]+"/content")
+	code, body := do(t, http.MethodGet, e.srv.URL+"/api/v1/documents/"+ids[0]+"/content", "X-Test-Owner", owner.String())
 	if code != http.StatusOK || !bytes.Equal(body, first) {
 		t.Fatalf("download: %d, %d bytes; want 200 and the %d bytes uploaded", code, len(body), len(first))
 	}

@@ -25,7 +25,42 @@ type AuditFilter struct {
 	ActorType     string // anonymous, user or system
 	ActorID       *uuid.UUID
 	CorrelationID *uuid.UUID
+	// Scope, when set, keeps only the rows about resources in it (see
+	// auditInScope); nil keeps every row (replay, administrators).
+	Scope *Scope
 }
+
+// auditInScope is the SQL condition that an audit row is about a resource
+// of the owner in parameter n (a non-nil owner), whoever acted:
+//   - document events (cloud_sync.* included, whose aggregate is the
+//     document): the document's owner. Documents are never removed, only
+//     marked deleted, so their rows stay visible to their owner.
+//   - user events: the user's own account (aggregate_id).
+//   - any other aggregate (topic, folder, cloud_connection): the user_id
+//     its event data carries, the owner when the event happened (owners do
+//     not change); rows whose data has none are nobody's.
+//
+// Acting is not enough: a row about another owner's resource stays theirs
+// (only administrators act on other owners' resources, and they see
+// every row while they are administrators).
+func auditInScope(n int) string {
+	p := "$" + strconv.Itoa(n)
+	return `(case aggregate_type
+		when 'document' then exists (select 1 from documents d where d.id = aggregate_id and d.user_id = ` + p + `::uuid)
+		when 'user' then aggregate_id = ` + p + `::uuid
+		else details->>'user_id' = ` + p + `::uuid::text end)`
+}
+
+// auditUnowned is the SQL condition that an audit row is about an unowned
+// resource (phase 1): a document no owner has (or none at all), or a
+// topic, folder or cloud connection whose event data has no owner. Rows
+// of any other aggregate (user accounts, sessions) are never unowned.
+const auditUnowned = `(case aggregate_type
+		when 'document' then not exists (select 1 from documents d where d.id = aggregate_id and d.user_id is not null)
+		when 'topic' then details->>'user_id' is null
+		when 'folder' then details->>'user_id' is null
+		when 'cloud_connection' then details->>'user_id' is null
+		else false end)`
 
 // AuditEvent is an event rebuilt from its audit row. Seq is the row's id:
 // the order rows were written in, and the keyset of AuditEvents.
@@ -74,6 +109,14 @@ func AuditEvents(ctx context.Context, db DBTX, f AuditFilter, after int64, limit
 	}
 	if f.CorrelationID != nil {
 		add("correlation_id = ?", *f.CorrelationID)
+	}
+	switch {
+	case f.Scope == nil || f.Scope.All():
+	case f.Scope.Owner() == nil:
+		where = append(where, auditUnowned)
+	default:
+		args = append(args, *f.Scope.Owner())
+		where = append(where, auditInScope(len(args)))
 	}
 	args = append(args, limit)
 	rows, err := db.Query(ctx, `select id, action, occurred_at, actor_type, actor_id, aggregate_type, aggregate_id,

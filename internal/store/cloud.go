@@ -88,19 +88,18 @@ func InsertCloudConnection(ctx context.Context, tx pgx.Tx, c CloudConnection) (C
 		c.ID, c.UserID, c.Provider, c.Name, string(c.Settings), c.Credentials, c.KeyVersion, c.Status, c.DeleteRemote))
 }
 
-// GetCloudConnection returns the connection id of owner (nil: the unowned
-// connections of phase 1), or ErrNotFound, also when it belongs to someone
-// else.
-func GetCloudConnection(ctx context.Context, db DBTX, owner *uuid.UUID, id uuid.UUID) (CloudConnection, error) {
+// GetCloudConnection returns the connection id if it is in scope, or
+// ErrNotFound, also when it belongs to someone else.
+func GetCloudConnection(ctx context.Context, db DBTX, scope Scope, id uuid.UUID) (CloudConnection, error) {
 	return scanCloudConnection(db.QueryRow(ctx, `select `+cloudConnectionColumns+` from cloud_connections
-		where id = $1 and user_id is not distinct from $2`, id, owner))
+		where id = $1 and `+scope.match("user_id", 2), id, scope.arg()))
 }
 
 // LockCloudConnection is GetCloudConnection that also locks the row until
 // tx ends.
-func LockCloudConnection(ctx context.Context, tx pgx.Tx, owner *uuid.UUID, id uuid.UUID) (CloudConnection, error) {
+func LockCloudConnection(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID) (CloudConnection, error) {
 	return scanCloudConnection(tx.QueryRow(ctx, `select `+cloudConnectionColumns+` from cloud_connections
-		where id = $1 and user_id is not distinct from $2 for no key update`, id, owner))
+		where id = $1 and `+scope.match("user_id", 2)+` for no key update`, id, scope.arg()))
 }
 
 // CloudConnectionByID returns connection id whoever owns it, locking it
@@ -113,12 +112,12 @@ func CloudConnectionByID(ctx context.Context, db DBTX, id uuid.UUID, lock bool) 
 	return scanCloudConnection(db.QueryRow(ctx, q, id))
 }
 
-// ListCloudConnections returns owner's connections by id, after the keyset
-// cursor.
-func ListCloudConnections(ctx context.Context, db DBTX, owner *uuid.UUID, after *uuid.UUID, limit int) ([]CloudConnection, error) {
+// ListCloudConnections returns the connections in scope by id, after the
+// keyset cursor.
+func ListCloudConnections(ctx context.Context, db DBTX, scope Scope, after *uuid.UUID, limit int) ([]CloudConnection, error) {
 	return collectCloudConnections(db.Query(ctx, `select `+cloudConnectionColumns+` from cloud_connections
-		where user_id is not distinct from $1 and ($2::uuid is null or id > $2)
-		order by id limit $3`, owner, after, limit))
+		where `+scope.match("user_id", 1)+` and ($2::uuid is null or id > $2)
+		order by id limit $3`, scope.arg(), after, limit))
 }
 
 // OwnerCloudConnections returns every connection of owner (nil: the
@@ -140,12 +139,12 @@ func UpdateCloudConnection(ctx context.Context, tx pgx.Tx, c CloudConnection) (C
 		c.ID, c.UserID, c.Name, string(c.Settings), c.Credentials, c.KeyVersion, c.Status, c.DeleteRemote))
 }
 
-// DeleteCloudConnection deletes connection id of owner, and with it (on
-// delete cascade) the sync state of every document on it. It returns the
-// deleted row or ErrNotFound.
-func DeleteCloudConnection(ctx context.Context, tx pgx.Tx, owner *uuid.UUID, id uuid.UUID) (CloudConnection, error) {
+// DeleteCloudConnection deletes connection id if it is in scope, and with
+// it (on delete cascade) the sync state of every document on it. It
+// returns the deleted row or ErrNotFound.
+func DeleteCloudConnection(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID) (CloudConnection, error) {
 	return scanCloudConnection(tx.QueryRow(ctx, `delete from cloud_connections
-		where id = $1 and user_id is not distinct from $2 returning `+cloudConnectionColumns, id, owner))
+		where id = $1 and `+scope.match("user_id", 2)+` returning `+cloudConnectionColumns, id, scope.arg()))
 }
 
 // MarkConnectionSynced records a successful sync on the connection: its

@@ -87,9 +87,12 @@ func scanDocument(row pgx.Row) (Document, error) {
 	return d, translate(err)
 }
 
-const insertDocumentSQL = `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
+// insertDocumentSQL inserts a pending document. Its topic and folder must
+// be its owner's: one of another owner is refused as unknown (ownedRef).
+var insertDocumentSQL = `insert into documents (id, user_id, topic_id, folder_id, title, filename, content_type,
 		size_bytes, sha256, status, storage_key, duplicate_of, idempotency_key, staging_etag)
-	values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)
+	values ($1, $2, ` + ownedRef("topics", "$3", "$2::uuid") + `, ` + ownedRef("folders", "$4", "$2::uuid") + `,
+		$5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)
 	returning ` + documentColumns
 
 func insertDocumentArgs(d Document) []any {
@@ -98,8 +101,9 @@ func insertDocumentArgs(d Document) []any {
 }
 
 // InsertDocument inserts d (status pending) in tx. It returns ErrUnknownTopic
-// or ErrUnknownFolder when those references do not exist, and ErrConflict
-// when d's idempotency key was used before.
+// or ErrUnknownFolder when those references do not exist or belong to
+// another owner than d's, and ErrConflict when d's idempotency key was
+// used before.
 func InsertDocument(ctx context.Context, tx pgx.Tx, d Document) (Document, error) {
 	doc, err := scanDocument(tx.QueryRow(ctx, insertDocumentSQL, insertDocumentArgs(d)...))
 	return doc, documentError(err)
@@ -149,9 +153,17 @@ func InsertUpload(ctx context.Context, db Batcher, d Document, ev events.Envelop
 	return doc, documentError(translate(err))
 }
 
-// GetDocument returns the document with id, or ErrNotFound.
+// GetDocument returns the document with id whoever owns it, or
+// ErrNotFound. It is the pipeline's; requests use DocumentIn.
 func GetDocument(ctx context.Context, db DBTX, id uuid.UUID) (Document, error) {
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents where id = $1`, id))
+}
+
+// DocumentIn returns the document with id if it is in scope, or
+// ErrNotFound (also when another owner has it).
+func DocumentIn(ctx context.Context, db DBTX, scope Scope, id uuid.UUID) (Document, error) {
+	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
+		where id = $1 and `+scope.match("user_id", 2), id, scope.arg()))
 }
 
 // QueueGetDocument adds GetDocument to batch; the returned function reads
@@ -195,15 +207,19 @@ type DocumentFilter struct {
 	Limit    int
 }
 
-// ListDocuments returns documents newest first (ids are UUIDv7), excluding
-// deleted ones unless Status asks for them.
-func ListDocuments(ctx context.Context, db DBTX, f DocumentFilter) ([]Document, error) {
+// ListDocuments returns the documents in scope newest first (ids are
+// UUIDv7), excluding deleted ones unless Status asks for them. A topic or
+// folder of another owner selects nothing, like one that does not exist.
+func ListDocuments(ctx context.Context, db DBTX, scope Scope, f DocumentFilter) ([]Document, error) {
+	// The owner condition lets documents_owner_idx (user_id, id) and
+	// documents_owner_status_idx (user_id, status, id) serve the page.
 	rows, err := db.Query(ctx, `select `+documentColumns+` from documents
-		where ($1 = '' and status <> 'deleted' or status = $1)
+		where `+scope.match("user_id", 6)+`
+		  and ($1 = '' and status <> 'deleted' or status = $1)
 		  and ($2::uuid is null or topic_id = $2)
 		  and ($3::uuid is null or folder_id = $3)
 		  and ($4::uuid is null or id < $4)
-		order by id desc limit $5`, f.Status, f.TopicID, f.FolderID, f.After, f.Limit)
+		order by id desc limit $5`, f.Status, f.TopicID, f.FolderID, f.After, f.Limit, scope.arg())
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -226,36 +242,45 @@ func FinishDocument(ctx context.Context, tx pgx.Tx, id uuid.UUID, status, finalK
 		returning `+documentColumns, id, status, finalKey, reason))
 }
 
-// MarkDeleted soft-deletes the document in tx and, if it was ready and
-// owned, frees its bytes from the owner's quota in the same statement (so
-// exactly once: only the transition to deleted frees). It returns
-// ErrNotFound when there is no such document or it is already deleted.
+// MarkDeleted is DeleteDocument of any owner's document (the pipeline's).
 func MarkDeleted(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Document, error) {
+	return DeleteDocument(ctx, tx, Everyone(), id)
+}
+
+// DeleteDocument soft-deletes the document in tx if it is in scope and,
+// if it was ready and owned, frees its bytes from the owner's quota in the
+// same statement (so exactly once: only the transition to deleted frees).
+// It returns ErrNotFound when there is no such document in scope or it is
+// already deleted.
+func DeleteDocument(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID) (Document, error) {
 	return scanDocument(tx.QueryRow(ctx, `with old as (
 			select id as old_id, status as old_status, user_id as old_user, size_bytes as old_size
-			from documents where id = $1 and status <> 'deleted' for update),
+			from documents where id = $1 and status <> 'deleted' and `+scope.match("user_id", 2)+` for update),
 		freed as (
 			update quotas set used_bytes = used_bytes - old_size, used_documents = used_documents - 1, updated_at = now()
 			from old where old_status = 'ready' and user_id = old_user)
 		update documents set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
 		from old where id = old_id
-		returning `+documentColumns, id))
+		returning `+documentColumns, id, scope.arg()))
 }
 
 // detachDocuments sets column (topic_id or folder_id) to null on the
-// documents, not deleted, where it is id, and returns them as they are
-// now, in id order. It locks them in id order before it changes them, so
-// that the events the caller writes about them get outbox ids in commit
-// order (docs/events.md), and two such statements cannot deadlock. One
-// statement, whatever the number of documents.
-func detachDocuments(ctx context.Context, tx pgx.Tx, column string, id uuid.UUID) ([]Document, error) {
+// documents of owner, not deleted, where it is id, and returns them as
+// they are now, in id order. (A topic or folder only holds documents of
+// its own owner: InsertDocument refuses any other.) It locks them in id
+// order before it changes them, so that the events the caller writes
+// about them get outbox ids in commit order (docs/events.md), and two
+// such statements cannot deadlock. One statement, whatever the number of
+// documents.
+func detachDocuments(ctx context.Context, tx pgx.Tx, column string, id uuid.UUID, owner *uuid.UUID) ([]Document, error) {
 	if column != "topic_id" && column != "folder_id" {
 		return nil, fmt.Errorf("detach documents: bad column %q", column)
 	}
 	rows, err := tx.Query(ctx, `update documents set `+column+` = null, updated_at = now()
 		where id in (select id from documents where `+column+` = $1 and status <> 'deleted'
+			and `+OwnedBy(owner).match("user_id", 2)+`
 			order by id for no key update)
-		returning `+documentColumns, id)
+		returning `+documentColumns, id, owner)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -40,14 +40,16 @@ func InsertTopic(ctx context.Context, tx pgx.Tx, t Topic) (Topic, error) {
 		t.ID, t.UserID, t.Name))
 }
 
-// GetTopic returns the topic with id or ErrNotFound.
-func GetTopic(ctx context.Context, db DBTX, id uuid.UUID) (Topic, error) {
-	return scanTopic(db.QueryRow(ctx, `select `+topicColumns+` from topics where id = $1`, id))
+// GetTopic returns the topic with id if it is in scope, or ErrNotFound.
+func GetTopic(ctx context.Context, db DBTX, scope Scope, id uuid.UUID) (Topic, error) {
+	return scanTopic(db.QueryRow(ctx, `select `+topicColumns+` from topics where id = $1 and `+scope.match("user_id", 2),
+		id, scope.arg()))
 }
 
-// ListTopics returns topics by id, after the keyset cursor.
-func ListTopics(ctx context.Context, db DBTX, after *uuid.UUID, limit int) ([]Topic, error) {
-	rows, err := db.Query(ctx, `select `+topicColumns+` from topics where ($1::uuid is null or id > $1) order by id limit $2`, after, limit)
+// ListTopics returns the topics in scope by id, after the keyset cursor.
+func ListTopics(ctx context.Context, db DBTX, scope Scope, after *uuid.UUID, limit int) ([]Topic, error) {
+	rows, err := db.Query(ctx, `select `+topicColumns+` from topics
+		where `+scope.match("user_id", 3)+` and ($1::uuid is null or id > $1) order by id limit $2`, after, limit, scope.arg())
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -55,27 +57,32 @@ func ListTopics(ctx context.Context, db DBTX, after *uuid.UUID, limit int) ([]To
 	return out, translate(err)
 }
 
-// RenameTopic renames a topic; ErrNotFound or ErrConflict.
-func RenameTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string) (Topic, error) {
-	return scanTopic(tx.QueryRow(ctx, `update topics set name = $2, updated_at = now() where id = $1 returning `+topicColumns, id, name))
+// RenameTopic renames the topic id if it is in scope; ErrNotFound or
+// ErrConflict (its owner has a topic of that name).
+func RenameTopic(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID, name string) (Topic, error) {
+	return scanTopic(tx.QueryRow(ctx, `update topics set name = $2, updated_at = now()
+		where id = $1 and `+scope.match("user_id", 3)+` returning `+topicColumns, id, name, scope.arg()))
 }
 
-// DeleteTopic deletes a topic; ErrNotFound. Its documents keep existing,
-// without topic: it returns those it took the topic off (all but the
-// deleted ones, whose topic_id the foreign key clears), as they are now,
-// in id order and locked until tx ends (see detachDocuments).
-func DeleteTopic(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Topic, []Document, error) {
+// DeleteTopic deletes the topic id if it is in scope; ErrNotFound. Its
+// documents keep existing, without topic: it returns those it took the
+// topic off (all but the deleted ones, whose topic_id the foreign key
+// clears), as they are now, in id order and locked until tx ends (see
+// detachDocuments).
+func DeleteTopic(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID) (Topic, []Document, error) {
 	// The topic first: an upload naming it (whose foreign key check takes
 	// a key share lock on it) now waits, then fails, instead of adding a
 	// document that would lose its topic without an event.
-	if _, err := scanTopic(tx.QueryRow(ctx, `select `+topicColumns+` from topics where id = $1 for update`, id)); err != nil {
-		return Topic{}, nil, err
-	}
-	docs, err := detachDocuments(ctx, tx, "topic_id", id)
+	t, err := scanTopic(tx.QueryRow(ctx, `select `+topicColumns+` from topics
+		where id = $1 and `+scope.match("user_id", 2)+` for update`, id, scope.arg()))
 	if err != nil {
 		return Topic{}, nil, err
 	}
-	t, err := scanTopic(tx.QueryRow(ctx, `delete from topics where id = $1 returning `+topicColumns, id))
+	docs, err := detachDocuments(ctx, tx, "topic_id", id, t.UserID)
+	if err != nil {
+		return Topic{}, nil, err
+	}
+	t, err = scanTopic(tx.QueryRow(ctx, `delete from topics where id = $1 returning `+topicColumns, id))
 	return t, docs, err
 }
 
@@ -98,9 +105,10 @@ func scanFolder(row pgx.Row) (Folder, error) {
 }
 
 // InsertFolder creates a folder. ErrUnknownFolder when the parent does not
-// exist, ErrConflict when a sibling has the name.
+// exist or is another owner's, ErrConflict when a sibling has the name.
 func InsertFolder(ctx context.Context, tx pgx.Tx, f Folder) (Folder, error) {
-	out, err := scanFolder(tx.QueryRow(ctx, `insert into folders (id, user_id, parent_id, name) values ($1, $2, $3, $4)
+	out, err := scanFolder(tx.QueryRow(ctx, `insert into folders (id, user_id, parent_id, name)
+		values ($1, $2, `+ownedRef("folders", "$3", "$2::uuid")+`, $4)
 		returning `+folderColumns, f.ID, f.UserID, f.ParentID, f.Name))
 	return out, folderError(err)
 }
@@ -119,21 +127,25 @@ func folderError(err error) error {
 	return err
 }
 
-// GetFolder returns the folder with id or ErrNotFound.
-func GetFolder(ctx context.Context, db DBTX, id uuid.UUID) (Folder, error) {
-	return scanFolder(db.QueryRow(ctx, `select `+folderColumns+` from folders where id = $1`, id))
+// GetFolder returns the folder with id if it is in scope, or ErrNotFound.
+func GetFolder(ctx context.Context, db DBTX, scope Scope, id uuid.UUID) (Folder, error) {
+	return scanFolder(db.QueryRow(ctx, `select `+folderColumns+` from folders where id = $1 and `+scope.match("user_id", 2),
+		id, scope.arg()))
 }
 
-// ListFolders returns the children of parent (roots when nil), by id,
-// after the keyset cursor.
-func ListFolders(ctx context.Context, db DBTX, parent *uuid.UUID, after *uuid.UUID, limit int) ([]Folder, error) {
-	// Two forms, so both can use folders_parent_idx.
+// ListFolders returns the children of parent (roots when nil) in scope, by
+// id, after the keyset cursor. A parent of another owner has no children
+// in scope, like one that does not exist.
+func ListFolders(ctx context.Context, db DBTX, scope Scope, parent *uuid.UUID, after *uuid.UUID, limit int) ([]Folder, error) {
+	// Two forms, so both can use folders_parent_idx (or, with the owner,
+	// folders_sibling_name_key).
 	where := `parent_id = $1`
 	if parent == nil {
 		where = `parent_id is null and $1::uuid is null`
 	}
 	rows, err := db.Query(ctx, `select `+folderColumns+` from folders
-		where `+where+` and ($2::uuid is null or id > $2) order by id limit $3`, parent, after, limit)
+		where `+where+` and `+scope.match("user_id", 4)+` and ($2::uuid is null or id > $2) order by id limit $3`,
+		parent, after, limit, scope.arg())
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -141,21 +153,31 @@ func ListFolders(ctx context.Context, db DBTX, parent *uuid.UUID, after *uuid.UU
 	return out, translate(err)
 }
 
-// UpdateFolder renames and/or moves a folder. Moving under itself or one of
-// its descendants returns ErrCycle. Concurrent moves are serialised by a
-// transaction-scoped advisory lock so two moves cannot create a cycle
-// together.
-func UpdateFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string, parent *uuid.UUID) (Folder, error) {
+// UpdateFolder renames and/or moves the folder id if it is in scope;
+// ErrNotFound otherwise. The new parent must be a folder of the same
+// owner: another owner's is ErrUnknownFolder, like one that does not
+// exist. Moving under itself or one of its descendants returns ErrCycle.
+// Concurrent moves are serialised by a transaction-scoped advisory lock so
+// two moves cannot create a cycle together.
+func UpdateFolder(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID, name string, parent *uuid.UUID) (Folder, error) {
 	if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(hashtext('docuvault.folders.move'))`); err != nil {
 		return Folder{}, translate(err)
 	}
+	cur, err := scanFolder(tx.QueryRow(ctx, `select `+folderColumns+` from folders
+		where id = $1 and `+scope.match("user_id", 2)+` for no key update`, id, scope.arg()))
+	if err != nil {
+		return Folder{}, err
+	}
 	if parent != nil {
+		// The walk up stays within the folder's owner: another owner's
+		// folder is refused below as unknown, and its ancestors are not
+		// read.
 		var cycle bool
 		err := tx.QueryRow(ctx, `with recursive up(id, parent_id) as (
-				select id, parent_id from folders where id = $1
+				select id, parent_id from folders where id = $1 and user_id is not distinct from $3
 				union all
 				select f.id, f.parent_id from folders f join up on f.id = up.parent_id
-			) select exists (select 1 from up where id = $2)`, *parent, id).Scan(&cycle)
+			) select exists (select 1 from up where id = $2)`, *parent, id, cur.UserID).Scan(&cycle)
 		if err != nil {
 			return Folder{}, translate(err)
 		}
@@ -163,29 +185,31 @@ func UpdateFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID, name string, par
 			return Folder{}, ErrCycle
 		}
 	}
-	out, err := scanFolder(tx.QueryRow(ctx, `update folders set name = $2, parent_id = $3, updated_at = now()
-		where id = $1 returning `+folderColumns, id, name, parent))
+	out, err := scanFolder(tx.QueryRow(ctx, `update folders f set name = $2, parent_id = `+ownedRef("folders", "$3", "f.user_id")+`,
+			updated_at = now()
+		where f.id = $1 returning `+folderColumns, id, name, parent))
 	return out, folderError(err)
 }
 
-// DeleteFolder deletes a folder without subfolders; ErrNotFound, or
-// ErrNotEmpty when it has subfolders. Documents in it keep existing,
+// DeleteFolder deletes the folder id, in scope and without subfolders;
+// ErrNotFound, or ErrNotEmpty when it has subfolders. Documents in it keep existing,
 // without folder: it returns those it took the folder off (all but the
 // deleted ones, whose folder_id the foreign key clears), as they are now,
 // in id order and locked until tx ends (see detachDocuments).
-func DeleteFolder(ctx context.Context, tx pgx.Tx, id uuid.UUID) (Folder, []Document, error) {
+func DeleteFolder(ctx context.Context, tx pgx.Tx, scope Scope, id uuid.UUID) (Folder, []Document, error) {
 	// The folder first: a new subfolder or document in it (whose foreign
 	// key check takes a key share lock on it) now waits, then fails.
 	var hasChildren bool
-	err := tx.QueryRow(ctx, `select exists (select 1 from folders where parent_id = f.id) from folders f where f.id = $1 for update of f`,
-		id).Scan(&hasChildren)
+	var owner *uuid.UUID
+	err := tx.QueryRow(ctx, `select exists (select 1 from folders where parent_id = f.id), f.user_id from folders f
+		where f.id = $1 and `+scope.match("f.user_id", 2)+` for update of f`, id, scope.arg()).Scan(&hasChildren, &owner)
 	switch {
 	case err != nil:
 		return Folder{}, nil, translate(err)
 	case hasChildren:
 		return Folder{}, nil, ErrNotEmpty
 	}
-	docs, err := detachDocuments(ctx, tx, "folder_id", id)
+	docs, err := detachDocuments(ctx, tx, "folder_id", id, owner)
 	if err != nil {
 		return Folder{}, nil, err
 	}
