@@ -1,5 +1,5 @@
 // Command api serves DocuVault's HTTP API and carries the administrative
-// commands: migrate, init-db and init-bucket.
+// commands: migrate, init-db, init-bucket, check and users create.
 package main
 
 import (

@@ -18,6 +18,7 @@ commands:
   migrate      apply the embedded schema migrations (DATABASE_MIGRATE_URL)
   init-bucket  create the object storage bucket unless it exists
   check        check the system's invariants once it is quiet ("api check --help")
+  users        users create: add an account ("api users --help"; the first is an administrator)
 
 Settings come from the environment and the env file (default /etc/docuvault/env
 when it exists); .env.example documents every key.
@@ -28,6 +29,9 @@ when it exists); .env.example documents every key.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if global, rest, ok := config.SplitCommand(args, "check"); ok {
 		return checkCmd(ctx, global, rest, getenv, stdout)
+	}
+	if global, rest, ok := config.SplitCommand(args, "users"); ok {
+		return usersCmd(ctx, global, rest, getenv, stdout)
 	}
 	cmd, rest, src, err := config.Load("api", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {

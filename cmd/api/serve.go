@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/docuvault/docuvault/internal/auth"
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/config"
@@ -28,9 +30,69 @@ type Config struct {
 	UploadMaxBytes  int64             // UPLOAD_MAX_BYTES
 	DuplicatePolicy string            // DUPLICATE_POLICY: allow or reject
 	Quota           store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
-	SecretKey       string            // SECRET_KEY: seals cloud credentials (HKDF-derived key)
+	SecretKey       string            // SECRET_KEY: seals cloud credentials and signs access tokens (HKDF-derived keys)
 
 	UploadConcurrencyPerClient int // UPLOAD_CONCURRENCY_PER_CLIENT: uploads one client may send at once
+
+	Auth           httpapi.AuthConfig // AUTH_REGISTRATION, AUTH_REFRESH_TOKEN_TTL, AUTH_*_RATE_PER_*
+	AccessTokenTTL time.Duration      // AUTH_ACCESS_TOKEN_TTL
+}
+
+// Bounds of the token lifetimes: an access token lives long enough to be
+// used and short enough that a stolen one expires soon; a refresh token
+// outlives the access token it renews.
+const (
+	minAccessTokenTTL  = time.Minute
+	maxAccessTokenTTL  = 24 * time.Hour
+	minRefreshTokenTTL = time.Hour
+	maxRefreshTokenTTL = 366 * 24 * time.Hour
+)
+
+// loadAuthConfig reads the AUTH_* settings.
+func loadAuthConfig(src *config.Source, cfg *Config) error {
+	cfg.Auth.Registration = cmp.Or(src.Get("AUTH_REGISTRATION"), httpapi.RegistrationOpen)
+	if err := config.OneOf("AUTH_REGISTRATION", cfg.Auth.Registration,
+		httpapi.RegistrationOpen, httpapi.RegistrationFirstUser, httpapi.RegistrationClosed); err != nil {
+		return err
+	}
+	ttl := func(key string, def, lo, hi time.Duration) (time.Duration, error) {
+		raw := src.Get(key)
+		if raw == "" {
+			return def, nil
+		}
+		d, err := config.PositiveDuration(key, raw)
+		if err != nil {
+			return 0, err
+		}
+		if d < lo || d > hi {
+			return 0, &config.Error{Key: key, Problem: fmt.Sprintf("%s is not between %s and %s", d, lo, hi)}
+		}
+		return d, nil
+	}
+	var err error
+	if cfg.AccessTokenTTL, err = ttl("AUTH_ACCESS_TOKEN_TTL", auth.DefaultAccessTokenTTL, minAccessTokenTTL, maxAccessTokenTTL); err != nil {
+		return err
+	}
+	if cfg.Auth.RefreshTokenTTL, err = ttl("AUTH_REFRESH_TOKEN_TTL", auth.DefaultRefreshTokenTTL, minRefreshTokenTTL, maxRefreshTokenTTL); err != nil {
+		return err
+	}
+	if cfg.Auth.RefreshTokenTTL <= cfg.AccessTokenTTL {
+		return &config.Error{Key: "AUTH_REFRESH_TOKEN_TTL", Problem: fmt.Sprintf("%s must be longer than AUTH_ACCESS_TOKEN_TTL (%s)", cfg.Auth.RefreshTokenTTL, cfg.AccessTokenTTL)}
+	}
+	limits := auth.DefaultLimits
+	for key, l := range map[string]*auth.Limit{
+		"AUTH_LOGIN_RATE_PER_IP": &limits.LoginPerIP, "AUTH_LOGIN_RATE_PER_ACCOUNT": &limits.LoginPerAccount,
+		"AUTH_REGISTER_RATE_PER_IP": &limits.RegisterPerIP, "AUTH_REGISTER_RATE_PER_ACCOUNT": &limits.RegisterPerAccount,
+		"AUTH_REFRESH_RATE_PER_IP": &limits.RefreshPerIP, "AUTH_REFRESH_RATE_PER_ACCOUNT": &limits.RefreshPerAccount,
+	} {
+		if raw := src.Get(key); raw != "" {
+			if l.Count, l.Period, err = config.RateLimit(key, raw); err != nil {
+				return err
+			}
+		}
+	}
+	cfg.Auth.Limits = limits
+	return nil
 }
 
 // DefaultPoolSize is the API's PostgreSQL pool size unless DATABASE_URL
@@ -87,6 +149,9 @@ func loadServeConfig(src *config.Source) (Config, error) {
 	if cfg.SecretKey, err = config.Secret(src); err != nil {
 		return cfg, err
 	}
+	if err := loadAuthConfig(src, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -107,7 +172,8 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		"redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB,
 		"object_storage", cfg.S3.Endpoint.HostPort, "bucket", cfg.S3.Bucket,
 		"upload_max_bytes", cfg.UploadMaxBytes, "upload_concurrency_per_client", cfg.UploadConcurrencyPerClient,
-		"duplicate_policy", cfg.DuplicatePolicy)
+		"duplicate_policy", cfg.DuplicatePolicy, "registration", cfg.Auth.Registration,
+		"access_token_ttl", cfg.AccessTokenTTL.String(), "refresh_token_ttl", cfg.Auth.RefreshTokenTTL.String())
 
 	pool, err := store.Open(ctx, cfg.Database)
 	if err != nil {
@@ -130,19 +196,25 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	tokens, err := auth.NewIssuer(cfg.SecretKey, auth.IssuerConfig{TTL: cfg.AccessTokenTTL})
+	if err != nil {
+		return err
+	}
 
 	reg := metrics.NewRegistry()
 	h := httpapi.New(httpapi.Deps{
 		Cloud:    cloudsync.NewConnector(sealer),
 		Notifier: notifier,
 		Config: httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy, Quota: cfg.Quota,
-			UploadConcurrencyPerClient: cfg.UploadConcurrencyPerClient},
-		Log:      log,
-		DB:       pool,
-		Redis:    rdb,
-		Blobs:    blobs,
-		Metrics:  metrics.Handler(reg),
-		Registry: reg,
+			UploadConcurrencyPerClient: cfg.UploadConcurrencyPerClient, Auth: cfg.Auth},
+		Tokens:    tokens,
+		Passwords: auth.NewHasher(auth.DefaultArgon2),
+		Log:       log,
+		DB:        pool,
+		Redis:     rdb,
+		Blobs:     blobs,
+		Metrics:   metrics.Handler(reg),
+		Registry:  reg,
 	})
 	err = httpserver.Run(ctx, log, "api", cfg.HTTPAddr, h)
 	log.Info("stopped")

@@ -146,7 +146,24 @@ func (v *Validator) options() *openapi3filter.Options {
 		SchemaValidationOptions: v.opts,
 	}
 	o.WithCustomSchemaErrorFunc(schemaErrorText)
+	o.AuthenticationFunc = checkSecurity
 	return o
+}
+
+// checkSecurity checks that a request for an operation with a security
+// requirement carries the credential its scheme names: for an http bearer
+// scheme, an Authorization: Bearer header (the API checks the token
+// itself).
+func checkSecurity(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	s := in.SecurityScheme
+	if s == nil || s.Type != "http" || !strings.EqualFold(s.Scheme, "bearer") {
+		return nil
+	}
+	scheme, token, _ := strings.Cut(in.RequestValidationInput.Request.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		return errors.New("no Authorization: Bearer token")
+	}
+	return nil
 }
 
 // validateRequest validates req against route on a clone (req itself is

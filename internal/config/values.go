@@ -272,3 +272,22 @@ func QuotaDefaults(src *Source) (bytes, documents int64, err error) {
 	}
 	return bytes, documents, nil
 }
+
+// maxRateCount bounds the count of a rate limit: more is no limit.
+const maxRateCount = 1_000_000
+
+// RateLimit parses a rate limit written COUNT/DURATION ("10/1m": ten
+// attempts a minute, all of which may come at once), with a count of 1 to
+// 1,000,000 and a duration of 1s to 24h.
+func RateLimit(key, raw string) (int, time.Duration, error) {
+	n, d, ok := strings.Cut(raw, "/")
+	count, err := strconv.Atoi(n)
+	if !ok || err != nil || count < 1 || count > maxRateCount {
+		return 0, 0, errorf(key, "%q is not COUNT/DURATION with a count of 1 to %d (such as 10/1m)", raw, maxRateCount)
+	}
+	period, err := time.ParseDuration(d)
+	if err != nil || period < time.Second || period > 24*time.Hour {
+		return 0, 0, errorf(key, "%q is not COUNT/DURATION with a duration of 1s to 24h (such as 10/1m)", raw)
+	}
+	return count, period, nil
+}

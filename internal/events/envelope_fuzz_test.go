@@ -166,6 +166,10 @@ func dataType(typ string) any {
 		return new(CloudConnection)
 	case strings.HasPrefix(typ, "cloud_sync."):
 		return new(CloudSync)
+	case typ == UserRegistered:
+		return new(User)
+	case strings.HasPrefix(typ, "user."):
+		return new(UserAuth)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,6 +25,8 @@ const (
 	// cloud_sync.* events are about a document and travel on
 	// StreamDocuments, in order with that document's other events.
 	StreamCloudConnections = "docuvault.cloud_connections"
+	// StreamUsers carries user.* events: accounts and authentication.
+	StreamUsers = "docuvault.users"
 )
 
 // StreamAudit carries every event once more, in the order the relay
@@ -39,7 +42,7 @@ const (
 )
 
 // Streams lists every stream the relay publishes to.
-var Streams = []string{StreamDocuments, StreamTopics, StreamFolders, StreamCloudConnections, StreamAudit}
+var Streams = []string{StreamDocuments, StreamTopics, StreamFolders, StreamCloudConnections, StreamUsers, StreamAudit}
 
 // Event types.
 const (
@@ -77,6 +80,29 @@ const (
 	// CloudSyncFailed: a copy or removal was given up after its last
 	// attempt.
 	CloudSyncFailed = "cloud_sync.failed"
+
+	// Accounts and authentication (aggregate: the user). None carries a
+	// password, a token or a hash of either.
+	//
+	// UserRegistered: an account was created (POST /api/v1/auth/register,
+	// or `api users create` with actor system).
+	UserRegistered = "user.registered"
+	// UserLoggedIn: a login succeeded and began a session (a refresh
+	// token family).
+	UserLoggedIn = "user.logged_in"
+	// UserLoginFailed: a login was refused: unknown email (the aggregate
+	// is then UnknownUserID of it), wrong password or disabled account.
+	UserLoginFailed = "user.login_failed"
+	// UserTokenRefreshed: a refresh token was exchanged for a new pair.
+	UserTokenRefreshed = "user.token_refreshed"
+	// UserTokenReuseDetected: a refresh token already exchanged or revoked
+	// was presented again; its whole session was revoked.
+	UserTokenReuseDetected = "user.token_reuse_detected"
+	// UserLoggedOut: a session was ended by its refresh token.
+	UserLoggedOut = "user.logged_out"
+	// UserPasswordChanged: the password was changed; every session and
+	// access token of the user was revoked.
+	UserPasswordChanged = "user.password_changed"
 )
 
 // Version is the envelope version every event type is at; a change that
@@ -137,6 +163,8 @@ func (e Envelope) Stream() string {
 		return StreamFolders
 	case "cloud_connection":
 		return StreamCloudConnections
+	case "user":
+		return StreamUsers
 	}
 	return "docuvault." + e.AggregateType + "s"
 }
@@ -236,4 +264,51 @@ type CloudSync struct {
 type CloudConnectionFailure struct {
 	CloudConnection
 	LastError string `json:"last_error"`
+}
+
+// User is the data of user.registered: the account as created.
+type User struct {
+	ID      uuid.UUID `json:"id"`
+	Email   string    `json:"email"`
+	IsAdmin bool      `json:"is_admin"`
+}
+
+// Login failure reasons (UserAuth.Reason of user.login_failed).
+const (
+	LoginUnknownUser   = "unknown_user"
+	LoginWrongPassword = "wrong_password"
+	LoginDisabled      = "disabled"
+)
+
+// Refresh token reuse kinds (UserAuth.Reason of
+// user.token_reuse_detected): the token had been exchanged already, or
+// revoked (by a logout, a password change or an earlier reuse).
+const (
+	ReuseUsed    = "used"
+	ReuseRevoked = "revoked"
+)
+
+// UserAuth is the data of the user.* events other than user.registered.
+// ID is the user's id (the aggregate id). SessionID is the refresh token
+// family the event is about (logged_in, token_refreshed,
+// token_reuse_detected, logged_out). Reason says why a login failed or
+// what kind of reuse was seen. RevokedTokens counts the refresh tokens
+// the change revoked (token_reuse_detected, logged_out,
+// password_changed).
+type UserAuth struct {
+	ID            uuid.UUID  `json:"id"`
+	SessionID     *uuid.UUID `json:"session_id,omitempty"`
+	Reason        string     `json:"reason,omitempty"`
+	RevokedTokens *int64     `json:"revoked_tokens,omitempty"`
+}
+
+// unknownUserSpace is the UUIDv5 namespace of UnknownUserID.
+var unknownUserSpace = uuid.MustParse("6f1d8a52-3c4b-5e7f-9a0b-1c2d3e4f5a6b")
+
+// UnknownUserID is the aggregate id of a user.login_failed for an email
+// no account has: a UUIDv5 of the lowercased, trimmed email, so that the
+// failures for one address can be told apart and counted without the
+// address itself being recorded.
+func UnknownUserID(email string) uuid.UUID {
+	return uuid.NewSHA1(unknownUserSpace, []byte(strings.ToLower(strings.TrimSpace(email))))
 }

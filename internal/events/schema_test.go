@@ -109,7 +109,7 @@ func ptr[T any](v T) *T { return &v }
 // builds them: the API's events with no cause, the pipeline's with one.
 func samples(t *testing.T) []Envelope {
 	t.Helper()
-	docID, owner, topic, folder, conn := newID(), newID(), newID(), newID(), newID()
+	docID, owner, topic, folder, conn, session := newID(), newID(), newID(), newID(), newID(), newID()
 	doc := Document{
 		ID: docID, Title: "Quarterly", Filename: "Report ü.pdf", ContentType: "application/pdf",
 		SizeBytes: 120394, SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
@@ -203,6 +203,15 @@ func samples(t *testing.T) []Envelope {
 			Operation: "copy", RemoteKey: remoteKey, Attempts: 10, Error: "PUT: 503 Service Unavailable"}},
 		{CloudSyncFailed, "document", System, &del, CloudSync{DocumentID: docID, ConnectionID: conn, Provider: "s3",
 			Operation: "remove", RemoteKey: remoteKey, Attempts: 10, Error: "Access Denied."}},
+		{UserRegistered, "user", Anonymous, nil, User{ID: owner, Email: "alice@example.org", IsAdmin: true}},
+		{UserRegistered, "user", System, nil, User{ID: owner, Email: "Bob.Smith+dv@example.org"}},
+		{UserLoggedIn, "user", user, nil, UserAuth{ID: owner, SessionID: &session}},
+		{UserLoginFailed, "user", Anonymous, nil, UserAuth{ID: owner, Reason: LoginWrongPassword}},
+		{UserLoginFailed, "user", Anonymous, nil, UserAuth{ID: UnknownUserID("nobody@example.org"), Reason: LoginUnknownUser}},
+		{UserTokenRefreshed, "user", user, nil, UserAuth{ID: owner, SessionID: &session}},
+		{UserTokenReuseDetected, "user", Anonymous, nil, UserAuth{ID: owner, SessionID: &session, Reason: ReuseUsed, RevokedTokens: ptr[int64](1)}},
+		{UserLoggedOut, "user", user, nil, UserAuth{ID: owner, SessionID: &session, RevokedTokens: ptr[int64](2)}},
+		{UserPasswordChanged, "user", user, nil, UserAuth{ID: owner, RevokedTokens: ptr[int64](0)}},
 	} {
 		ev, err := New(c.typ, c.agg, docID, c.actor, newID(), c.cause, c.data)
 		if err != nil {
@@ -353,6 +362,16 @@ func TestValidateRejects(t *testing.T) {
 		{"recovered with an error", CloudConnectionRecovered, func(m map[string]any) { data(m)["last_error"] = "boom" }, "/data", "additionalProperties"},
 		{"recovered without cause", CloudConnectionRecovered, func(m map[string]any) { delete(m, "causation_id") }, "", "required"},
 		{"data not an object", TopicCreated, func(m map[string]any) { m["data"] = "{}" }, "/data", "type"},
+		{"password in a registration", UserRegistered, func(m map[string]any) { data(m)["password"] = "correct horse" }, "/data", "additionalProperties"},
+		{"password hash in a registration", UserRegistered, func(m map[string]any) { data(m)["password_hash"] = "$argon2id$v=19$..." }, "/data", "additionalProperties"},
+		{"token in a refresh", UserTokenRefreshed, func(m map[string]any) { data(m)["refresh_token"] = "abc" }, "/data", "additionalProperties"},
+		{"email in a failed login", UserLoginFailed, func(m map[string]any) { data(m)["email"] = "alice@example.org" }, "/data", "additionalProperties"},
+		{"unknown login failure reason", UserLoginFailed, func(m map[string]any) { data(m)["reason"] = "bad luck" }, "/data/reason", "enum"},
+		{"login without session", UserLoggedIn, func(m map[string]any) { delete(data(m), "session_id") }, "/data", "required"},
+		{"login by anonymous", UserLoggedIn, func(m map[string]any) { m["actor"] = map[string]any{"type": "anonymous"} }, "/actor/type", "const"},
+		{"reuse without revoked count", UserTokenReuseDetected, func(m map[string]any) { delete(data(m), "revoked_tokens") }, "/data", "required"},
+		{"registration with a cause", UserRegistered, func(m map[string]any) { m["causation_id"] = newID().String() }, "/causation_id", "false"},
+		{"email without @", UserRegistered, func(m map[string]any) { data(m)["email"] = "alice" }, "/data/email", "pattern"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := sample(t, c.typ)

@@ -37,6 +37,15 @@ func (s *server) routes() http.Handler {
 	r.Method(http.MethodGet, "/metrics", s.Metrics)
 
 	r.Route("/api/v1", func(r chi.Router) {
+		r.Use(s.authenticate) // bearer tokens (auth.go)
+
+		r.Post("/auth/register", s.register)
+		r.Post("/auth/login", s.login)
+		r.Post("/auth/refresh", s.refresh)
+		r.Post("/auth/logout", s.logout)
+		r.Get("/me", s.me)
+		r.Post("/me/password", s.changePassword)
+
 		r.Post("/documents", s.uploadDocument)
 		r.Get("/documents", s.listDocuments)
 		r.Get("/documents/{id}", s.getDocument)

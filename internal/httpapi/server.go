@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/docuvault/docuvault/internal/auth"
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/store"
@@ -46,6 +47,9 @@ type Config struct {
 	// DefaultUploadMinRate); only the time spent waiting for the client
 	// counts.
 	UploadMinRate int64
+
+	// Auth is how accounts, tokens and their rate limits behave (auth.go).
+	Auth AuthConfig
 }
 
 // Deps are what the API's handlers use.
@@ -64,19 +68,31 @@ type Deps struct {
 	// Notifier wakes the relay after a commit wrote outbox rows (nil: the
 	// relay's poll finds them).
 	Notifier *store.Notifier
+	// Tokens issues and verifies access tokens (the key comes from
+	// SECRET_KEY). Without it every bearer token is refused and login,
+	// refresh, register and password changes fail.
+	Tokens *auth.TokenIssuer
+	// Passwords hashes and verifies passwords (nil: auth.DefaultArgon2).
+	Passwords *auth.Hasher
 }
 
 type server struct {
 	Deps
 	requests *requestMetrics
 	uploads  *clientLimiter // uploads in flight per client
+	limiter  *auth.RateLimiter
 }
 
 // New returns the API's handler.
 func New(deps Deps) http.Handler {
 	deps.Config = deps.Config.withDefaults()
+	deps.Config.Auth = deps.Config.Auth.withDefaults()
+	if deps.Passwords == nil {
+		deps.Passwords = auth.NewHasher(auth.DefaultArgon2)
+	}
 	s := &server{Deps: deps, requests: newRequestMetrics(deps.Registry),
-		uploads: newClientLimiter(deps.Config.UploadConcurrencyPerClient)}
+		uploads: newClientLimiter(deps.Config.UploadConcurrencyPerClient),
+		limiter: auth.NewRateLimiter(deps.Redis, deps.Config.Auth.RateLimitPrefix)}
 	return s.routes()
 }
 
