@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
@@ -55,8 +58,23 @@ func initDB(ctx context.Context, log *slog.Logger, src *config.Source) error {
 	return nil
 }
 
-// migrateCmd applies the embedded migrations as the migration role.
-func migrateCmd(ctx context.Context, log *slog.Logger, src *config.Source) error {
+// migrateCmd applies the embedded migrations as the migration role. Before
+// the migration that requires owners, rows phase 1 left without one are
+// given to the user --unowned-owner names, or deleted (--unowned-delete).
+func migrateCmd(ctx context.Context, log *slog.Logger, src *config.Source, args []string) error {
+	fs := flag.NewFlagSet("api migrate", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	owner := fs.String("unowned-owner", "", "")
+	del := fs.Bool("unowned-delete", false, "")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("migrate: unexpected argument %q", fs.Arg(0))
+	case *owner != "" && *del:
+		return errors.New("migrate: --unowned-owner and --unowned-delete exclude each other")
+	}
 	cfg, err := config.Database(src, "DATABASE_MIGRATE_URL")
 	if err != nil {
 		return err
@@ -66,9 +84,9 @@ func migrateCmd(ctx context.Context, log *slog.Logger, src *config.Source) error
 		return fmt.Errorf("DATABASE_MIGRATE_URL: connect to %s: %s", config.SafeDSN(cfg), config.Redact(err.Error(), cfg.ConnConfig.Password))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	res, err := store.Migrate(ctx, conn, migrations.FS, func(seq int32, name string) {
+	res, err := store.MigrateWith(ctx, conn, migrations.FS, func(seq int32, name string) {
 		log.Info("applying migration", "version", seq, "name", name)
-	})
+	}, func(ctx context.Context, conn *pgx.Conn) error { return resolveUnowned(ctx, log, conn, *owner, *del) })
 	if err != nil {
 		return err
 	}
@@ -96,4 +114,41 @@ func initBucket(ctx context.Context, log *slog.Logger, src *config.Source) error
 	}
 	log.Info("bucket ready", "bucket", cfg.Bucket, "created", created)
 	return nil
+}
+
+// resolveUnowned gives the rows phase 1 left without an owner to the user
+// with email owner, or deletes them (del), or says how to.
+func resolveUnowned(ctx context.Context, log *slog.Logger, conn *pgx.Conn, owner string, del bool) error {
+	n, err := store.CountUnowned(ctx, conn)
+	if err != nil || n.Total() == 0 {
+		return err
+	}
+	switch {
+	case owner != "":
+		user, err := store.UserByEmail(ctx, conn, owner)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("migrate: --unowned-owner: no user has the email %q (create one with `api users create --email %s --admin`)", owner, owner)
+		}
+		if err != nil {
+			return err
+		}
+		got, err := store.AdoptUnowned(ctx, conn, user)
+		if err != nil {
+			return fmt.Errorf("migrate: give phase 1 data to %s: %w", owner, err)
+		}
+		log.Info("phase 1 data given to its owner (the consumer moves ready documents' objects under the owner's prefix)",
+			"user_id", user, "documents", got.Documents, "topics", got.Topics, "folders", got.Folders, "cloud_connections", got.CloudConnections)
+		return nil
+	case del:
+		left, err := store.DeleteUnowned(ctx, conn)
+		if err != nil {
+			return fmt.Errorf("migrate: delete phase 1 data: %w", err)
+		}
+		if left > 0 {
+			return fmt.Errorf("migrate: %d documents without an owner are deleted and wait for the consumer to remove their objects and remote copies: run `api migrate --unowned-delete` again once it has", left)
+		}
+		log.Info("phase 1 data deleted", "documents", n.Documents, "topics", n.Topics, "folders", n.Folders, "cloud_connections", n.CloudConnections)
+		return nil
+	}
+	return fmt.Errorf("migrate: %s have no owner (phase 1): give them to a user with `api migrate --unowned-owner EMAIL`, or delete them with `api migrate --unowned-delete`", n)
 }

@@ -15,7 +15,8 @@ const usage = `usage: api [--env-file PATH] [command]
 commands:
   serve        serve the HTTP API (default)
   init-db      create or update the database and its two roles (needs DATABASE_ADMIN_URL)
-  migrate      apply the embedded schema migrations (DATABASE_MIGRATE_URL)
+  migrate      apply the embedded schema migrations (DATABASE_MIGRATE_URL); phase 1
+               data without an owner needs --unowned-owner EMAIL or --unowned-delete
   init-bucket  create the object storage bucket unless it exists
   check        check the system's invariants once it is quiet ("api check --help")
   users        users create: add an account ("api users --help"; the first is an administrator)
@@ -41,7 +42,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 {
+	if len(rest) > 0 && cmd != "migrate" {
 		return fmt.Errorf("unexpected argument %q (see `api help`)", rest[0])
 	}
 	log, err := config.Logger(src, stdout)
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "init-db":
 		return initDB(ctx, log, src)
 	case "migrate":
-		return migrateCmd(ctx, log, src)
+		return migrateCmd(ctx, log, src, rest)
 	case "init-bucket":
 		return initBucket(ctx, log, src)
 	default:

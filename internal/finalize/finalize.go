@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -64,7 +65,8 @@ func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.No
 var errOverQuota = errors.New("over quota")
 
 // Handle is the Watermill handler for the document stream: it finalises
-// document.uploaded, purges the objects of document.deleted and ignores
+// document.uploaded, purges the objects of document.deleted, moves the
+// object of a document.updated whose owner changed (Relocate) and ignores
 // the other types. The events it writes keep the message's request id and
 // continue its trace (tracing.MessageContext).
 func (f *Finalizer) Handle(msg *message.Message) error {
@@ -78,6 +80,8 @@ func (f *Finalizer) Handle(msg *message.Message) error {
 		return f.Finalize(ctx, ev)
 	case events.DocumentDeleted:
 		return f.Purge(ctx, ev)
+	case events.DocumentUpdated:
+		return f.Relocate(ctx, ev.AggregateID, &ev)
 	}
 	return nil
 }
@@ -152,7 +156,7 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 	switch doc.Status {
 	case store.StatusPending:
 	case store.StatusDeleted:
-		return f.purge(ctx, conn, doc.ID, doc.UserID)
+		return f.purge(ctx, conn, doc.ID, doc.UserID, doc.StorageKey)
 	default:
 		return nil // already finalised (another delivery won)
 	}
@@ -400,7 +404,7 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 	if stale {
 		cur, err := store.GetDocument(ctx, conn, doc.ID)
 		if err == nil && cur.Status == store.StatusDeleted {
-			return f.purge(ctx, conn, doc.ID, doc.UserID)
+			return f.purge(ctx, conn, doc.ID, doc.UserID, cur.StorageKey)
 		}
 		return err
 	}
@@ -464,13 +468,19 @@ func (f *Finalizer) Purge(ctx context.Context, ev events.Envelope) error {
 	if err := json.Unmarshal(ev.Data, &data); err != nil {
 		return fmt.Errorf("%w: event %s data: %v", ErrMalformed, ev.ID, err)
 	}
-	return f.purge(ctx, f.db, ev.AggregateID, data.UserID)
+	return f.purge(ctx, f.db, ev.AggregateID, data.UserID, data.StorageKey)
 }
 
-// purge removes both possible objects of a deleted document and records
-// that they are gone.
-func (f *Finalizer) purge(ctx context.Context, conn db, id uuid.UUID, owner *uuid.UUID) error {
-	for _, k := range []string{blob.StagingKey(id), blob.FinalKey(owner, id)} {
+// purge removes every possible object of a deleted document (staged, at
+// its final key, and at the key its row last named, which differs for a
+// phase 1 document given an owner and not moved yet) and records that
+// they are gone.
+func (f *Finalizer) purge(ctx context.Context, conn db, id uuid.UUID, owner *uuid.UUID, storageKey string) error {
+	keys := []string{blob.StagingKey(id), blob.FinalKey(owner, id)}
+	if storageKey != "" && !slices.Contains(keys, storageKey) {
+		keys = append(keys, storageKey)
+	}
+	for _, k := range keys {
 		if err := f.blobs.Remove(ctx, k); err != nil {
 			return fmt.Errorf("remove %s: %w", k, err)
 		}

@@ -37,6 +37,7 @@ type SweepResult struct {
 	OrphansRemoved int
 	Republished    int
 	Purged         int
+	Relocated      int // phase 1 objects moved under their owner's prefix
 }
 
 // Sweep runs until ctx is done, repairing every Interval.
@@ -48,8 +49,9 @@ func (f *Finalizer) Sweep(ctx context.Context, cfg SweepConfig) {
 		res, err := f.SweepOnce(ctx, cfg)
 		if err != nil && ctx.Err() == nil {
 			f.log.Warn("sweep", "err", err)
-		} else if res.OrphansRemoved > 0 || res.Republished > 0 || res.Purged > 0 {
-			f.log.Info("sweep repaired", "orphans_removed", res.OrphansRemoved, "republished", res.Republished, "purged", res.Purged)
+		} else if res.OrphansRemoved > 0 || res.Republished > 0 || res.Purged > 0 || res.Relocated > 0 {
+			f.log.Info("sweep repaired", "orphans_removed", res.OrphansRemoved, "republished", res.Republished, "purged", res.Purged,
+				"relocated", res.Relocated)
 		}
 		select {
 		case <-ctx.Done():
@@ -108,10 +110,15 @@ func (f *Finalizer) SweepOnce(ctx context.Context, cfg SweepConfig) (SweepResult
 		return res, err
 	}
 	for _, d := range deleted {
-		if err := f.purge(ctx, f.db, d.ID, d.UserID); err != nil {
+		if err := f.purge(ctx, f.db, d.ID, d.UserID, d.StorageKey); err != nil {
 			return res, err
 		}
 		res.Purged++
 	}
+	var left int
+	if res.Relocated, left, err = f.relocateMisplaced(ctx, cfg.StagingGrace, 500); err != nil {
+		return res, err
+	}
+	res.OrphansRemoved += left
 	return res, nil
 }

@@ -28,6 +28,17 @@ type MigrateResult struct {
 // at the last version that succeeded, and the error names the failing file,
 // the PostgreSQL message and the line where that is known.
 func Migrate(ctx context.Context, conn *pgx.Conn, fsys fs.FS, onStart func(seq int32, name string)) (MigrateResult, error) {
+	return MigrateWith(ctx, conn, fsys, onStart, nil)
+}
+
+// MigrateWith is Migrate, with unowned called just before the migration
+// that requires owners (OwnerRequiredVersion), when it is still to apply:
+// it gives the rows phase 1 left without an owner to a user, or deletes
+// them (AdoptUnowned, DeleteUnowned). An error from it stops there, with
+// the database at the version before. With unowned nil, that migration
+// fails if any row still has no owner.
+func MigrateWith(ctx context.Context, conn *pgx.Conn, fsys fs.FS, onStart func(seq int32, name string),
+	unowned func(ctx context.Context, conn *pgx.Conn) error) (MigrateResult, error) {
 	var res MigrateResult
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
@@ -49,7 +60,18 @@ func Migrate(ctx context.Context, conn *pgx.Conn, fsys fs.FS, onStart func(seq i
 	if onStart != nil {
 		m.OnStart = func(seq int32, name, _, _ string) { onStart(seq, name) }
 	}
-	migrateErr := m.Migrate(ctx)
+	var migrateErr error
+	if unowned != nil && res.From < OwnerRequiredVersion && res.Latest >= OwnerRequiredVersion {
+		if migrateErr = m.MigrateTo(ctx, OwnerRequiredVersion-1); migrateErr == nil {
+			if err := unowned(ctx, conn); err != nil {
+				res.To = OwnerRequiredVersion - 1
+				return res, err
+			}
+		}
+	}
+	if migrateErr == nil {
+		migrateErr = m.Migrate(ctx)
+	}
 	// Read the version back even on failure: it is what the database is at.
 	if v, err := m.GetCurrentVersion(context.WithoutCancel(ctx)); err == nil {
 		res.To = v
