@@ -125,19 +125,19 @@ func resolveUnowned(ctx context.Context, log *slog.Logger, conn *pgx.Conn, owner
 	}
 	switch {
 	case owner != "":
-		user, err := store.UserByEmail(ctx, conn, owner)
+		u, err := store.UserByEmail(ctx, conn, owner)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("migrate: --unowned-owner: no user has the email %q (create one with `api users create --email %s --admin`)", owner, owner)
 		}
 		if err != nil {
 			return err
 		}
-		got, err := store.AdoptUnowned(ctx, conn, user)
+		got, err := store.AdoptUnowned(ctx, conn, u.ID)
 		if err != nil {
 			return fmt.Errorf("migrate: give phase 1 data to %s: %w", owner, err)
 		}
 		log.Info("phase 1 data given to its owner (the consumer moves ready documents' objects under the owner's prefix)",
-			"user_id", user, "documents", got.Documents, "topics", got.Topics, "folders", got.Folders, "cloud_connections", got.CloudConnections)
+			"user_id", u.ID, "documents", got.Documents, "topics", got.Topics, "folders", got.Folders, "cloud_connections", got.CloudConnections)
 		return nil
 	case del:
 		left, err := store.DeleteUnowned(ctx, conn)

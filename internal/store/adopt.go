@@ -45,17 +45,6 @@ func CountUnowned(ctx context.Context, db DBTX) (Unowned, error) {
 	return u, translate(err)
 }
 
-// UserByEmail returns the id of the user with email (any case), or
-// ErrNotFound.
-func UserByEmail(ctx context.Context, db DBTX, email string) (uuid.UUID, error) {
-	var id uuid.UUID
-	err := db.QueryRow(ctx, `select id from users where lower(email) = lower($1)`, email).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return id, ErrNotFound
-	}
-	return id, translate(err)
-}
-
 // AdoptUnowned gives every row without an owner to user, in one
 // transaction that also writes, per row, its audit row and event (actor
 // system, one correlation id): document.updated, topic.renamed,
