@@ -256,7 +256,8 @@ func checkDependencies(p *problems, project *types.Project) {
 }
 
 // checkPorts: only the API is published, on HTTP_ADDR's host from
-// .env.example, which must be loopback (phase 1 has no authentication).
+// .env.example, which must be loopback (the API serves plain HTTP, bearer
+// tokens included: a TLS proxy in front exposes it).
 func checkPorts(p *problems, project *types.Project, env envExample) {
 	for name, s := range project.Services {
 		if s.NetworkMode == "host" {

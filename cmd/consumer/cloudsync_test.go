@@ -31,6 +31,7 @@ func TestCloudSyncThroughTheRouter(t *testing.T) {
 	db, s3 := testenv.NewDB(t), testenv.S3(t)
 	env := testenv.ServiceEnv(t, db, s3)
 	pool := testenv.Pool(t, db.AppURL)
+	owner := testenv.User(t, pool, "alice@example.org") // the connection's and the document's
 	dav := testenv.StartWebDAV(t, "alice", password)
 	ctx := context.Background()
 
@@ -43,7 +44,7 @@ func TestCloudSyncThroughTheRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := store.CloudConnection{ID: uuid.Must(uuid.NewV7()), Provider: "webdav", Name: "nc", Settings: settings,
+	conn := store.CloudConnection{ID: uuid.Must(uuid.NewV7()), UserID: &owner, Provider: "webdav", Name: "nc", Settings: settings,
 		KeyVersion: cloudsync.KeyVersion, Status: store.ConnectionActive, DeleteRemote: true}
 	conn.Credentials = sealer.Seal(conn.ID, []byte(`{"username":"alice","password":"`+password+`"}`))
 
@@ -54,7 +55,7 @@ func TestCloudSyncThroughTheRouter(t *testing.T) {
 	}
 	content := []byte("%PDF-1.4 through the router")
 	id := uuid.Must(uuid.NewV7())
-	if _, err := blobs.Put(ctx, blob.FinalKey(nil, id), bytes.NewReader(content), 1<<20, "application/pdf"); err != nil {
+	if _, err := blobs.Put(ctx, blob.FinalKey(&owner, id), bytes.NewReader(content), 1<<20, "application/pdf"); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
@@ -63,11 +64,11 @@ func TestCloudSyncThroughTheRouter(t *testing.T) {
 		if _, err := store.InsertCloudConnection(ctx, tx, conn); err != nil {
 			return err
 		}
-		if _, err := store.InsertDocument(ctx, tx, store.Document{ID: id, Filename: "router.pdf", ContentType: "application/pdf",
+		if _, err := store.InsertDocument(ctx, tx, store.Document{ID: id, UserID: &owner, Filename: "router.pdf", ContentType: "application/pdf",
 			SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id)}); err != nil {
 			return err
 		}
-		doc, err = store.FinishDocument(ctx, tx, id, store.StatusReady, blob.FinalKey(nil, id), nil)
+		doc, err = store.FinishDocument(ctx, tx, id, store.StatusReady, blob.FinalKey(&owner, id), nil)
 		return err
 	})
 	if err != nil {

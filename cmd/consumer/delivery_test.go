@@ -110,11 +110,12 @@ func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
-	ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	owner := testenv.User(t, pool, "")
+	ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, map[string]string{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.InsertUpload(ctx, pool, store.Document{ID: id, Filename: "good.pdf", ContentType: "application/pdf",
+	if _, err := store.InsertUpload(ctx, pool, store.Document{ID: id, UserID: &owner, Filename: "good.pdf", ContentType: "application/pdf",
 		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id)}, ev, store.Origin{}); err != nil {
 		t.Fatal(err)
 	}

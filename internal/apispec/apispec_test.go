@@ -10,10 +10,13 @@ import (
 	"github.com/docuvault/docuvault/internal/apispec"
 )
 
-const topicID = "0196a7c2-3f1e-7b4a-9c2d-5e6f7a8b9c0d"
+const (
+	topicID = "0196a7c2-3f1e-7b4a-9c2d-5e6f7a8b9c0d"
+	userID  = "0196a7c2-3f1e-7b4a-9c2d-000000000001"
+)
 
 func topicJSON(name string) string {
-	return `{"id":"` + topicID + `","user_id":null,"name":"` + name +
+	return `{"id":"` + topicID + `","user_id":"` + userID + `","name":"` + name +
 		`","created_at":"2026-05-01T10:00:00.123456Z","updated_at":"2026-05-01T10:00:00Z"}`
 }
 
@@ -76,6 +79,8 @@ func TestValidatorFlagsWhatBreaksTheContract(t *testing.T) {
 		"GET /api/v1/topics": reply(200, "application/json", `{"items":[],"next_cursor":null}`),
 		// An unknown API path answered 200.
 		"GET /api/v1/nowhere": reply(200, "application/json", `{}`),
+		// A request without the token the operation requires, accepted.
+		"GET /api/v1/cloud-connections": reply(200, "application/json", `{"items":[],"next_cursor":null}`),
 		// A malformed X-Request-ID.
 		"GET /healthz": reply(200, "application/json", `{"status":"ok"}`, "X-Request-ID", "has space"),
 	}
@@ -94,6 +99,9 @@ func TestValidatorFlagsWhatBreaksTheContract(t *testing.T) {
 			if body != nil {
 				req.Header.Set("Content-Type", "application/json")
 			}
+			if path != "/api/v1/cloud-connections" {
+				req.Header.Set("Authorization", "Bearer t")
+			}
 			reqs = append(reqs, req)
 		}
 		return reqs
@@ -109,6 +117,7 @@ func TestValidatorFlagsWhatBreaksTheContract(t *testing.T) {
 		for key := range good {
 			method, path, _ := strings.Cut(key, " ")
 			req, _ := http.NewRequest(method, base+path, nil)
+			req.Header.Set("Authorization", "Bearer t")
 			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)

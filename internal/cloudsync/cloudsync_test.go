@@ -47,6 +47,7 @@ type fixture struct {
 	conns     *cloudsync.Connector
 	logs      *testenv.SyncBuffer
 	log       *slog.Logger
+	user      uuid.UUID // owns the fixture's connections and documents
 }
 
 func setup(t *testing.T) *fixture {
@@ -66,8 +67,9 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	logs := &testenv.SyncBuffer{}
+	admin := testenv.Pool(t, db.AdminDSN())
 	return &fixture{
-		db: testenv.Pool(t, db.AppURL), admin: testenv.Pool(t, db.AdminDSN()),
+		db: testenv.Pool(t, db.AppURL), admin: admin, user: testenv.User(t, admin, ""),
 		blobs: own, remote: remote, remoteS3: remoteS3,
 		dav:   testenv.StartWebDAV(t, "alice", canary),
 		conns: cloudsync.NewConnector(sealer),
@@ -98,7 +100,7 @@ func (f *fixture) connect(t *testing.T, provider string, settings, creds any, de
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := store.CloudConnection{ID: uuid.Must(uuid.NewV7()), Provider: provider, Name: testenv.Unique("conn-"),
+	conn := store.CloudConnection{ID: uuid.Must(uuid.NewV7()), UserID: &f.user, Provider: provider, Name: testenv.Unique("conn-"),
 		Settings: s, KeyVersion: cloudsync.KeyVersion, Status: store.ConnectionActive, DeleteRemote: deleteRemote}
 	conn.Credentials = f.conns.Seal(conn.ID, c)
 	err = store.WithTx(context.Background(), f.db, func(tx pgx.Tx) error {
@@ -122,13 +124,13 @@ func (f *fixture) s3Conn(t *testing.T, deleteRemote bool) store.CloudConnection 
 		map[string]any{"access_key_id": f.remote.AccessKey, "secret_access_key": f.remote.SecretKey}, deleteRemote)
 }
 
-// readyDocument stores a finalised, unowned document (row and object, as
+// readyDocument stores a finalised document of the fixture's user (row and object, as
 // the finalizer leaves them) with its document.finalized event.
 func (f *fixture) readyDocument(t *testing.T, content []byte) (store.Document, events.Envelope) {
 	t.Helper()
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7())
-	key := blob.FinalKey(nil, id)
+	key := blob.FinalKey(&f.user, id)
 	if _, err := f.blobs.Put(ctx, key, bytes.NewReader(content), 1<<30, "application/pdf"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +138,7 @@ func (f *fixture) readyDocument(t *testing.T, content []byte) (store.Document, e
 	var doc store.Document
 	var ev events.Envelope
 	err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
-		_, err := store.InsertDocument(ctx, tx, store.Document{ID: id, Filename: "Report Q3 #1.pdf", ContentType: "application/pdf",
+		_, err := store.InsertDocument(ctx, tx, store.Document{ID: id, UserID: &f.user, Filename: "Report Q3 #1.pdf", ContentType: "application/pdf",
 			SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id)})
 		if err != nil {
 			return err
@@ -165,7 +167,7 @@ func (f *fixture) deleteDocument(t *testing.T, id uuid.UUID) events.Envelope {
 		if err != nil {
 			return err
 		}
-		if ev, err = events.New(events.DocumentDeleted, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData()); err != nil {
+		if ev, err = events.New(events.DocumentDeleted, "document", id, events.Actor{Type: "user", ID: &f.user}, uuid.Must(uuid.NewV7()), nil, doc.EventData()); err != nil {
 			return err
 		}
 		return store.Record(ctx, tx, ev, store.Origin{})

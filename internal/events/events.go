@@ -130,7 +130,8 @@ type Actor struct {
 	ID   *uuid.UUID `json:"id,omitempty"`
 }
 
-// Anonymous is the actor of API calls that act for no user (phase 1);
+// Anonymous is the actor of API calls that act for no user (registration
+// without a token, refused logins, refresh token reuse; phase 1's calls);
 // System of the pipeline. A call that acts for a user has that user as
 // actor (type user, with the user's id).
 var (

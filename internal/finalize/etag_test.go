@@ -29,11 +29,11 @@ func (f *fixture) stageAsAPI(t *testing.T, content []byte) (store.Document, even
 		t.Fatal("Put returned no ETag")
 	}
 	sum := sha256.Sum256(content)
-	ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	ev, err := events.New(events.DocumentUploaded, "document", id, f.actor(), uuid.Must(uuid.NewV7()), nil, map[string]string{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := store.InsertUpload(ctx, f.db, store.Document{ID: id, Filename: "e.pdf", ContentType: "application/pdf",
+	doc, err := store.InsertUpload(ctx, f.db, store.Document{ID: id, UserID: &f.user, Filename: "e.pdf", ContentType: "application/pdf",
 		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag}, ev, store.Origin{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestFinalizeCopiesTheUnchangedObject(t *testing.T) {
 		if status, reason := f.status(t, d.ID); status != store.StatusReady {
 			t.Fatalf("document %s: %s (%v); want ready", d.ID, status, reason)
 		}
-		if got := f.read(t, blob.FinalKey(nil, d.ID)); !bytes.Equal(got, contents[i]) {
+		if got := f.read(t, blob.FinalKey(&f.user, d.ID)); !bytes.Equal(got, contents[i]) {
 			t.Errorf("final object of %s differs from the upload", d.ID)
 		}
 	}
@@ -117,7 +117,7 @@ func TestFinalizeRejectsAReplacedObject(t *testing.T) {
 	if status != store.StatusRejected || reason == nil || *reason != store.ReasonChecksumMismatch {
 		t.Errorf("replaced object: %s %v; want rejected checksum_mismatch", status, reason)
 	}
-	if f.exists(t, blob.FinalKey(nil, doc.ID)) || f.exists(t, blob.StagingKey(doc.ID)) {
+	if f.exists(t, blob.FinalKey(&f.user, doc.ID)) || f.exists(t, blob.StagingKey(doc.ID)) {
 		t.Error("an object is left after the rejection")
 	}
 }
@@ -130,7 +130,7 @@ func TestFinalizeAfterACrashPastTheCopy(t *testing.T) {
 	ctx := context.Background()
 	content, _ := randomContent(t, 8<<10)
 	doc, ev := f.stageAsAPI(t, content)
-	if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), blob.FinalKey(nil, doc.ID)); err != nil {
+	if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), blob.FinalKey(&f.user, doc.ID)); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {

@@ -30,6 +30,7 @@ type fixture struct {
 	admin *pgxpool.Pool
 	blobs *blob.Store
 	fin   *finalize.Finalizer
+	user  uuid.UUID // owns the documents upload and stageAsAPI store
 }
 
 func setup(t *testing.T) *fixture {
@@ -40,7 +41,9 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	pool := testenv.Pool(t, db.AppURL)
-	return &fixture{db: pool, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, fin: finalize.New(testenv.Logger(t), pool, blobs, nil, store.QuotaLimits{Bytes: 1 << 40, Documents: 1 << 20})}
+	admin := testenv.Pool(t, db.AdminDSN())
+	return &fixture{db: pool, admin: admin, blobs: blobs, user: testenv.User(t, admin, ""),
+		fin: finalize.New(testenv.Logger(t), pool, blobs, nil, store.QuotaLimits{Bytes: 1 << 40, Documents: 1 << 20})}
 }
 
 // apiOrigin is the origin the fixture's uploads are recorded with, as the
@@ -52,8 +55,8 @@ var apiOrigin = func() store.Origin {
 }()
 
 // upload does what the API does: stage the bytes, then commit the pending
-// row with its event (from apiOrigin). claimed is the checksum the row
-// records.
+// row of the fixture's user with its event (from apiOrigin). claimed is
+// the checksum the row records.
 func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document, events.Envelope) {
 	t.Helper()
 	ctx := context.Background()
@@ -66,13 +69,13 @@ func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document,
 	err := store.WithTx(ctx, f.db, func(tx pgx.Tx) error {
 		var err error
 		doc, err = store.InsertDocument(ctx, tx, store.Document{
-			ID: id, Filename: "a.pdf", ContentType: "application/pdf",
+			ID: id, UserID: &f.user, Filename: "a.pdf", ContentType: "application/pdf",
 			SizeBytes: int64(len(content)), SHA256: claimed, StorageKey: blob.StagingKey(id),
 		})
 		if err != nil {
 			return err
 		}
-		ev, err = events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData())
+		ev, err = events.New(events.DocumentUploaded, "document", id, f.actor(), uuid.Must(uuid.NewV7()), nil, doc.EventData())
 		if err != nil {
 			return err
 		}
@@ -83,6 +86,9 @@ func (f *fixture) upload(t *testing.T, content, claimed []byte) (store.Document,
 	}
 	return doc, ev
 }
+
+// actor is the fixture's user as the actor of the events it records.
+func (f *fixture) actor() events.Actor { return events.Actor{Type: "user", ID: &f.user} }
 
 func randomContent(t *testing.T, n int) ([]byte, []byte) {
 	b := make([]byte, n)
@@ -126,7 +132,7 @@ func TestFinalizeMarksReadyUnderFinalKey(t *testing.T) {
 	if st, _ := f.status(t, doc.ID); st != store.StatusReady {
 		t.Fatalf("status %s; want ready", st)
 	}
-	final := "users/_unowned/documents/" + doc.ID.String()
+	final := "users/" + f.user.String() + "/documents/" + doc.ID.String()
 	if !f.exists(t, final) || f.exists(t, blob.StagingKey(doc.ID)) {
 		t.Errorf("final exists=%v staging exists=%v", f.exists(t, final), f.exists(t, blob.StagingKey(doc.ID)))
 	}
@@ -185,7 +191,7 @@ func TestCrashBetweenObjectMoveAndCommit(t *testing.T) {
 		content, sum := randomContent(t, 50<<10)
 		doc, ev := f.upload(t, content, sum)
 		ctx := context.Background()
-		final := blob.FinalKey(nil, doc.ID)
+		final := blob.FinalKey(&f.user, doc.ID)
 		if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), final); err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +228,7 @@ func TestRejections(t *testing.T) {
 		if st != store.StatusRejected || reason == nil || *reason != store.ReasonChecksumMismatch {
 			t.Errorf("status %s reason %v; want rejected checksum_mismatch", st, reason)
 		}
-		if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(nil, doc.ID)) {
+		if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(&f.user, doc.ID)) {
 			t.Error("a rejected upload's bytes remain")
 		}
 		if n := f.count(t, `select count(*) from outbox where event_type = 'document.rejected' and aggregate_id = $1`, doc.ID); n != 1 {
@@ -265,7 +271,7 @@ func TestDeletedWhilePending(t *testing.T) {
 	if st, _ := f.status(t, doc.ID); st != store.StatusDeleted {
 		t.Errorf("status %s; want deleted", st)
 	}
-	if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(nil, doc.ID)) {
+	if f.exists(t, blob.StagingKey(doc.ID)) || f.exists(t, blob.FinalKey(&f.user, doc.ID)) {
 		t.Error("a deleted document's bytes remain")
 	}
 	if n := f.count(t, `select count(*) from outbox where event_type = 'document.finalized'`); n != 0 {
@@ -375,8 +381,8 @@ func TestSweepPurgesDeletionsWhoseEventWasLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Purged != 1 || f.exists(t, blob.FinalKey(nil, doc.ID)) {
-		t.Errorf("purged %d, object still there: %v", res.Purged, f.exists(t, blob.FinalKey(nil, doc.ID)))
+	if res.Purged != 1 || f.exists(t, blob.FinalKey(&f.user, doc.ID)) {
+		t.Errorf("purged %d, object still there: %v", res.Purged, f.exists(t, blob.FinalKey(&f.user, doc.ID)))
 	}
 	if res, _ := f.fin.SweepOnce(ctx, finalize.SweepConfig{RepublishAfter: time.Minute}); res.Purged != 0 {
 		t.Errorf("a second sweep purged %d again", res.Purged)

@@ -12,17 +12,15 @@ import (
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/store"
+	"github.com/docuvault/docuvault/internal/testenv"
 )
 
 // newUser inserts a user and returns its id.
 func (f *fixture) newUser(t *testing.T) uuid.UUID {
 	t.Helper()
-	id := uuid.Must(uuid.NewV7())
-	if _, err := f.admin.Exec(context.Background(), `insert into users (id, email) values ($1, $2)`, id, id.String()+"@example.org"); err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return testenv.User(t, f.admin, "")
 }
 
 // uploadAs stages content and commits a pending document owned by owner.
@@ -35,7 +33,7 @@ func (f *fixture) uploadAs(t *testing.T, owner uuid.UUID, content []byte) (store
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
-	ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, map[string]string{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,17 +168,36 @@ func TestDeleteFreesQuotaOnce(t *testing.T) {
 	}
 }
 
-// Unowned documents (phase 1) count against no quota.
-func TestUnownedDocumentsAreNotCharged(t *testing.T) {
+// Every upload has an owner and is charged (phase 1's unowned uploads were
+// not): an owner without a quotas row gets the finalizer's default
+// limits, and the upload past them is rejected as quota_exceeded.
+func TestDefaultLimitsChargeEveryUpload(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
+	ctx := context.Background()
+	fin := finalize.New(testenv.Logger(t), f.db, f.blobs, nil, store.QuotaLimits{Bytes: 1 << 40, Documents: 1})
+	if n := f.count(t, `select count(*) from quotas where user_id = $1`, f.user); n != 0 {
+		t.Fatalf("the fixture's user has %d quota rows before any upload; want none (default limits)", n)
+	}
 	content, sum := randomContent(t, 2<<10)
-	_, ev := f.upload(t, content, sum)
-	if err := f.fin.Finalize(context.Background(), ev); err != nil {
+	first, ev := f.upload(t, content, sum)
+	if err := fin.Finalize(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.count(t, `select count(*) from quotas`); n != 0 {
-		t.Errorf("%d quota rows after an unowned upload; want none", n)
+	content, sum = randomContent(t, 2<<10)
+	second, ev := f.upload(t, content, sum)
+	if err := fin.Finalize(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if status, _ := f.status(t, first.ID); status != store.StatusReady {
+		t.Errorf("first upload %s; want ready", status)
+	}
+	if status, reason := f.status(t, second.ID); status != store.StatusRejected || reason == nil || *reason != store.ReasonQuotaExceeded {
+		t.Errorf("second upload %s (%v); want rejected as quota_exceeded (default limit: 1 document)", status, reason)
+	}
+	usedBytes, usedDocs, readyBytes, readyDocs := f.usage(t, f.user)
+	if usedBytes != 2<<10 || usedDocs != 1 || usedBytes != readyBytes || usedDocs != readyDocs {
+		t.Errorf("usage %d bytes / %d documents; want %d / 1, as the ready documents (%d / %d)", usedBytes, usedDocs, 2<<10, readyBytes, readyDocs)
 	}
 }
 

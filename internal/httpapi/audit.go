@@ -23,8 +23,7 @@ import (
 // A user sees the rows about their own resources (documents, topics,
 // folders, cloud connections, their account), whoever acted: theirs, an
 // administrator's or the pipeline's (store.AuditFilter.Scope). An
-// administrator sees every row; a request acting for no one (phase 1),
-// the rows about unowned resources. Filtering by another owner's
+// administrator sees every row. Filtering by another owner's
 // document_id finds nothing, like an id that does not exist.
 func (s *server) listAudit(w http.ResponseWriter, r *http.Request) {
 	f, limit, after, err := auditParams(r)

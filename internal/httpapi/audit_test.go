@@ -63,6 +63,14 @@ func TestAuditListsHistoryInPagesAndFilters(t *testing.T) {
 	start := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var evs []events.Envelope
 	err := store.WithTx(context.Background(), e.admin, func(tx pgx.Tx) error {
+		// The events are about two documents of the env's default user,
+		// whom the requests act for.
+		for _, doc := range []uuid.UUID{docA, docB} {
+			if _, err := tx.Exec(context.Background(), `insert into documents (id, user_id, filename, content_type, size_bytes, sha256, status, storage_key)
+				values ($1, $2, 'a.pdf', 'application/pdf', 1, $3, 'pending', $4)`, doc, e.user, make([]byte, 32), "staging/"+doc.String()); err != nil {
+				return err
+			}
+		}
 		for i := range 23 {
 			typ, doc, corr := events.DocumentUploaded, docA, corr1
 			if i%3 == 1 {

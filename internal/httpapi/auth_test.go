@@ -517,29 +517,27 @@ func TestAccessTokens(t *testing.T) {
 		t.Errorf("Basic credentials: %d; want 401", resp.StatusCode)
 	}
 
-	// Any route refuses a bad token, even while tokens are optional
-	// (undescribed there until tokens become mandatory: sent without
-	// the validating transport).
+	// Any route refuses a bad token.
 	for name, bad := range cases {
-		if r := sendJSON(t, unvalidated, "GET", e.url+"/api/v1/topics", nil, bad); r.status != 401 || r.problem() != "invalid-token" {
+		if r := sendJSON(t, nil, "GET", e.url+"/api/v1/topics", nil, bad); r.status != 401 || r.problem() != "invalid-token" {
 			t.Errorf("%s on /topics: %d %s", name, r.status, r.raw)
 		}
 	}
-	// Without a token: /me needs one; other routes still act for no one.
-	r := sendJSON(t, nil, "GET", e.url+"/api/v1/me", nil, "").want(t, "me without a token", 401, "authentication-required")
-	if r.header.Get("WWW-Authenticate") != `Bearer realm="docuvault"` {
-		t.Errorf("WWW-Authenticate %q", r.header.Get("WWW-Authenticate"))
+	// Without a token: refused everywhere but the public routes.
+	for _, path := range []string{"/api/v1/me", "/api/v1/topics"} {
+		r := sendJSON(t, nil, "GET", e.url+path, nil, "").want(t, path+" without a token", 401, "authentication-required")
+		if r.header.Get("WWW-Authenticate") != `Bearer realm="docuvault"` {
+			t.Errorf("%s: WWW-Authenticate %q", path, r.header.Get("WWW-Authenticate"))
+		}
 	}
-	sendJSON(t, nil, "GET", e.url+"/api/v1/topics", nil, "").want(t, "topics without a token", 200)
 	// The public routes ignore the header: a client may refresh with its
 	// expired access token still attached.
 	refreshed := sendJSON(t, nil, "POST", e.url+"/api/v1/auth/refresh", map[string]string{"refresh_token": tok.refresh}, expired)
 	refreshed.want(t, "refresh with an expired bearer", 200)
 }
 
-// unvalidated sends requests the description does not cover yet (the 401
-// of an invalid or missing token on routes other than /me), without the
-// validating transport.
+// unvalidated sends requests the description refuses (credentials of
+// another scheme), without the validating transport.
 var unvalidated = &http.Client{Transport: &http.Transport{}}
 
 func mustIssuer(t *testing.T, now func() time.Time) *auth.TokenIssuer {
@@ -551,21 +549,36 @@ func mustIssuer(t *testing.T, now func() time.Time) *auth.TokenIssuer {
 	return it
 }
 
-// With RequireToken, every route under /api/v1 but register, login,
-// refresh and openapi.yaml refuses a request without a token.
-func TestRequireToken(t *testing.T) {
+// Tokens are mandatory: every route under /api/v1 but register, login,
+// refresh and openapi.yaml refuses a request without a token, and
+// changes nothing.
+func TestTokenIsRequired(t *testing.T) {
 	t.Parallel()
-	e := newAuthEnv(t, httpapi.Config{Auth: httpapi.AuthConfig{RequireToken: true}}, fastArgon2)
+	e := newAuthEnv(t, httpapi.Config{}, fastArgon2)
 	e.register("alice@example.org", "violet kettle humming 7")
 	tok := e.login("alice@example.org", "violet kettle humming 7")
 	for _, path := range []string{"/api/v1/topics", "/api/v1/documents", "/api/v1/folders", "/api/v1/audit", "/api/v1/cloud-connections", "/api/v1/me"} {
-		r := sendJSON(t, unvalidated, "GET", e.url+path, nil, "")
+		r := sendJSON(t, nil, "GET", e.url+path, nil, "")
 		if r.status != 401 || r.problem() != "authentication-required" || r.header.Get("WWW-Authenticate") != `Bearer realm="docuvault"` {
 			t.Errorf("GET %s without a token: %d %v %s", path, r.status, r.header.Get("WWW-Authenticate"), r.raw)
 		}
-		if r := sendJSON(t, unvalidated, "GET", e.url+path, nil, tok.access); r.status != 200 {
+		if r := sendJSON(t, nil, "GET", e.url+path, nil, tok.access); r.status != 200 {
 			t.Errorf("GET %s with a token: %d %s", path, r.status, r.raw)
 		}
+	}
+	for _, path := range []string{"/api/v1/topics", "/api/v1/folders"} {
+		sendJSON(t, nil, "POST", e.url+path, map[string]string{"name": "anonymous"}, "").
+			want(t, "POST "+path+" without a token", 401, "authentication-required")
+	}
+	sendJSON(t, nil, "POST", e.url+"/api/v1/auth/logout", map[string]string{"refresh_token": tok.refresh}, "").
+		want(t, "logout without a token", 401, "authentication-required")
+	var n int
+	if err := e.admin.QueryRow(context.Background(), `select (select count(*) from topics) + (select count(*) from folders)
+		+ (select count(*) from refresh_tokens where revoked_at is not null)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("requests without a token changed %d rows", n)
 	}
 	sendJSON(t, nil, "GET", e.url+"/api/v1/openapi.yaml", nil, "").want(t, "openapi.yaml", 200)
 	next := e.refresh(tok.refresh).want(t, "refresh", 200).tokens(t)
@@ -642,13 +655,13 @@ func TestLogoutRevokes(t *testing.T) {
 	other := e.login("alice@example.org", "violet kettle humming 7") // another session
 	logout := func(token string) {
 		t.Helper()
-		sendJSON(t, nil, "POST", e.url+"/api/v1/auth/logout", map[string]string{"refresh_token": token}, "").want(t, "logout", 204)
+		sendJSON(t, nil, "POST", e.url+"/api/v1/auth/logout", map[string]string{"refresh_token": token}, other.access).want(t, "logout", 204)
 	}
 	logout(tok.refresh)
 	e.refresh(tok.refresh).want(t, "refresh after logout", 401, "invalid-token")
 	logout(tok.refresh)
 	logout("not-a-token")
-	sendJSON(t, nil, "POST", e.url+"/api/v1/auth/logout", map[string]string{}, "").want(t, "logout without a token", 400, "invalid-field")
+	sendJSON(t, nil, "POST", e.url+"/api/v1/auth/logout", map[string]string{}, other.access).want(t, "logout without a refresh token", 400, "invalid-field")
 	// The other session lives on.
 	e.refresh(other.refresh).want(t, "other session", 200)
 	got := types(e.authEvents(tok.refresh, other.refresh))

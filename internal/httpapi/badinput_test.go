@@ -76,12 +76,14 @@ func newHardEnv(t *testing.T, cfg httpapi.Config) *hardEnv {
 		Config: cfg, Log: log, DB: testenv.Pool(t, db.AppURL), Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(), Cloud: cloudsync.NewConnector(sealer),
 	})
-	srv := httpserver.New(context.Background(), log, actAs(h))
+	admin := testenv.Pool(t, db.AdminDSN())
+	srv := httpserver.New(context.Background(), log, actAs(h, testenv.User(t, admin, "default-user@example.org")))
 	srv.ReadHeaderTimeout = corpusHeaderTimeout
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	actAsHost(t, ln.Addr().String())
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -91,7 +93,7 @@ func newHardEnv(t *testing.T, cfg httpapi.Config) *hardEnv {
 		}
 	})
 	e := &hardEnv{base: "http://" + ln.Addr().String(), addr: ln.Addr().String(),
-		admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, bucket: s3.Bucket, redis: rdb, logs: logs}
+		admin: admin, blobs: blobs, bucket: s3.Bucket, redis: rdb, logs: logs}
 	return e
 }
 

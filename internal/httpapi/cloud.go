@@ -60,7 +60,8 @@ func cloudConnectionEvent(r *http.Request, typ string, c store.CloudConnection) 
 }
 
 // requestActor is the actor of every event a request causes: the user it
-// acts for (Owner), or anonymous when it acts for no one (phase 1).
+// acts for (Owner), or anonymous when it acts for no one (a public route:
+// register).
 func requestActor(r *http.Request) events.Actor {
 	if owner := Owner(r.Context()); owner != nil {
 		return events.Actor{Type: "user", ID: owner}

@@ -32,9 +32,10 @@ const (
 )
 
 type cloudEnv struct {
-	srv     *httptest.Server // acts for no one (phase 1)
+	srv     *httptest.Server // acts for other
 	userSrv *httptest.Server // acts for user
 	user    uuid.UUID
+	other   uuid.UUID
 	admin   *pgxpool.Pool
 	logs    *testenv.SyncBuffer
 	remote  config.S3 // a second bucket, for S3 connections
@@ -69,16 +70,13 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 		Cloud: cloudsync.NewConnector(sealer),
 	})
 	e := &cloudEnv{admin: testenv.Pool(t, db.AdminDSN()), logs: logs, remote: remote, remoteS: remoteS,
-		dav: testenv.StartWebDAV(t, "alice", cloudCanary), user: uuid.Must(uuid.NewV7())}
-	if _, err := e.admin.Exec(context.Background(), `insert into users (id, email) values ($1, 'bob@example.com')`, e.user); err != nil {
-		t.Fatal(err)
-	}
-	e.srv = httptest.NewServer(h)
-	t.Cleanup(e.srv.Close)
-	e.userSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dav: testenv.StartWebDAV(t, "alice", cloudCanary)}
+	e.user = testenv.User(t, e.admin, "bob@example.com")
+	e.other = testenv.User(t, e.admin, "carol@example.com")
+	e.srv = actingServer(t, actAs(h, e.other))
+	e.userSrv = actingServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(httpapi.WithOwner(r.Context(), e.user)))
 	}))
-	t.Cleanup(e.userSrv.Close)
 	return e
 }
 
@@ -400,27 +398,26 @@ func TestCloudConnectionTestReportsFailures(t *testing.T) {
 	e.assertNoSecretsStored(t)
 }
 
-// Connections are the owner's: phase 1's unowned ones and a user's do not
-// see each other.
+// Connections are the owner's: two users' do not see each other.
 func TestCloudConnectionsAreOwnerScoped(t *testing.T) {
 	t.Parallel()
 	e := newCloudEnv(t)
-	anon, user := e.srv.URL+"/api/v1/cloud-connections", e.userSrv.URL+"/api/v1/cloud-connections"
+	other, user := e.srv.URL+"/api/v1/cloud-connections", e.userSrv.URL+"/api/v1/cloud-connections"
 	status, mine, raw := e.do(t, "POST", user, e.s3Body("offsite"))
 	if status != 201 || mine["user_id"] != e.user.String() {
 		t.Fatalf("create as user: %d %s", status, raw)
 	}
-	if status, _, _ := e.do(t, "POST", anon, e.s3Body("offsite")); status != 201 {
-		t.Errorf("the same name without owner: %d; want 201", status)
+	if status, theirs, raw := e.do(t, "POST", other, e.s3Body("offsite")); status != 201 || theirs["user_id"] != e.other.String() {
+		t.Errorf("the same name for another owner: %d %s; want 201, the other owner's", status, raw)
 	}
 	id := mine["id"].(string)
-	if status, _, _ := e.do(t, "GET", anon+"/"+id, ""); status != 404 {
+	if status, _, _ := e.do(t, "GET", other+"/"+id, ""); status != 404 {
 		t.Errorf("another owner's connection: %d; want 404", status)
 	}
-	if status, _, _ := e.do(t, "DELETE", anon+"/"+id, ""); status != 404 {
+	if status, _, _ := e.do(t, "DELETE", other+"/"+id, ""); status != 404 {
 		t.Errorf("delete another owner's connection: %d; want 404", status)
 	}
-	for _, u := range []string{anon, user} {
+	for _, u := range []string{other, user} {
 		if _, list, _ := e.do(t, "GET", u, ""); len(list["items"].([]any)) != 1 {
 			t.Errorf("%s lists %v; want its own one", u, list["items"])
 		}

@@ -229,7 +229,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.uploads.release(client)
-	owner := Owner(ctx) // nil in phase 1: uploads have no owner
+	owner := Owner(ctx) // set: authenticate refuses a request without a token
 	if idemKey != "" {
 		if doc, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
 			s.replayUpload(w, doc)

@@ -31,6 +31,7 @@ type env struct {
 	admin *pgxpool.Pool
 	blobs *blob.Store
 	s3    config.S3
+	user  uuid.UUID // whom a request without X-Test-Owner acts for
 }
 
 func newEnv(t *testing.T, cfg httpapi.Config) *env {
@@ -59,22 +60,10 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(), Cloud: cloudsync.NewConnector(sealer),
 	})
-	srv := httptest.NewServer(actAs(h))
-	t.Cleanup(srv.Close)
-	return &env{h: h, srv: srv, app: app, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
-}
-
-// actAs lets a test request act for the user in its X-Test-Owner header,
-// an administrator with X-Test-Admin: true, as phase 2's authentication
-// will set the principal.
-func actAs(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id, err := uuid.Parse(r.Header.Get("X-Test-Owner")); err == nil {
-			p := httpapi.Principal{UserID: id, Admin: r.Header.Get("X-Test-Admin") == "true"}
-			r = r.WithContext(httpapi.WithPrincipal(r.Context(), p))
-		}
-		h.ServeHTTP(w, r)
-	})
+	admin := testenv.Pool(t, db.AdminDSN())
+	user := testenv.User(t, admin, "default-user@example.org")
+	srv := actingServer(t, actAs(h, user))
+	return &env{h: h, srv: srv, app: app, admin: admin, blobs: blobs, s3: s3, user: user}
 }
 
 // assertNothingStored fails unless no document, audit row, outbox event or
@@ -333,13 +322,12 @@ func TestUploadWithObjectStorageDown(t *testing.T) {
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: testenv.Logger(t),
 		DB: testenv.Pool(t, db.AppURL), Blobs: down, Metrics: http.NotFoundHandler(),
 	})
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	admin := testenv.Pool(t, db.AdminDSN())
+	srv := actingServer(t, actAs(h, testenv.User(t, admin, "")))
 	status, prob := post(t, srv.URL+"/api/v1/documents", mpType, multipartBody(boundary, part{fileHeader("a.pdf"), []byte("%PDF-1.4")}))
 	if status != 503 || !strings.Contains(fmt.Sprint(prob["detail"]), "object_storage") {
 		t.Errorf("got %d %v; want 503 naming object_storage", status, prob)
 	}
-	admin := testenv.Pool(t, db.AdminDSN())
 	var n int
 	_ = admin.QueryRow(context.Background(), "select count(*) from documents").Scan(&n)
 	if n != 0 {
@@ -365,8 +353,7 @@ func TestUploadWithDatabaseDownRemovesStagedBytes(t *testing.T) {
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: testenv.Logger(t),
 		DB: pool, Blobs: blobs, Metrics: http.NotFoundHandler(),
 	})
-	srv := httptest.NewServer(h)
-	defer srv.Close()
+	srv := actingServer(t, actAs(h, uuid.Must(uuid.NewV7()))) // no database to hold a user
 	status, prob := post(t, srv.URL+"/api/v1/documents", mpType, multipartBody(boundary, part{fileHeader("a.pdf"), []byte("%PDF-1.4")}))
 	if status != 503 || !strings.Contains(fmt.Sprint(prob["detail"]), "postgres") {
 		t.Errorf("got %d %v; want 503 naming postgres", status, prob)

@@ -18,7 +18,7 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
-// as sends a request acting for owner (none when nil), with headers,
+// as sends a request acting for owner (the env's default user when nil), with headers,
 // and returns the status and the JSON object answered.
 func as(t *testing.T, owner *uuid.UUID, method, url, contentType string, body []byte, headers ...string) (int, map[string]any) {
 	t.Helper()
@@ -109,14 +109,14 @@ func ofType(evs []outboxEvent, typ string) []outboxEvent {
 }
 
 // Every event a request causes has the request's actor: the user it acts
-// for, or anonymous when it acts for no one. Its audit row says the same.
+// for. Its audit row says the same.
 func TestEventsHaveTheRequestsActor(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{"anonymous", "user"} {
+	for _, name := range []string{"default user", "user"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, httpapi.Config{Quota: store.QuotaLimits{Bytes: 1 << 20, Documents: 100}})
-			want := events.Anonymous
+			want := events.Actor{Type: "user", ID: &e.user}
 			var owner *uuid.UUID
 			if name == "user" {
 				id := e.newUser(t)
@@ -292,9 +292,9 @@ func TestDeletingATopicWithManyDocuments(t *testing.T) {
 		t.Fatalf("create topic: %d", status)
 	}
 	const n = 3000
-	if _, err := e.admin.Exec(ctx, `insert into documents (id, topic_id, filename, content_type, size_bytes, sha256, storage_key)
-		select id, $1, 'bulk.txt', 'text/plain', 1, sha256(id::text::bytea), 'staging/' || id
-		from (select gen_random_uuid() as id from generate_series(1, $2)) ids`, topic["id"], n); err != nil {
+	if _, err := e.admin.Exec(ctx, `insert into documents (id, user_id, topic_id, filename, content_type, size_bytes, sha256, storage_key)
+		select id, $3, $1, 'bulk.txt', 'text/plain', 1, sha256(id::text::bytea), 'staging/' || id
+		from (select gen_random_uuid() as id from generate_series(1, $2)) ids`, topic["id"], n, e.user); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docuvault/docuvault/internal/config"
 	"github.com/docuvault/docuvault/internal/problem"
 )
 
@@ -42,6 +43,11 @@ func (c Config) withDefaults() Config {
 	c.ResponseTimeout = cmp.Or(c.ResponseTimeout, DefaultResponseTimeout)
 	c.StallTimeout = cmp.Or(c.StallTimeout, DefaultStallTimeout)
 	c.UploadMinRate = cmp.Or(c.UploadMinRate, DefaultUploadMinRate)
+	// Every upload is charged (it has an owner): a zero limit is no
+	// "nothing may be stored" but the default, as QUOTA_DEFAULT_* never
+	// sets 0.
+	c.Quota.Bytes = cmp.Or(c.Quota.Bytes, config.DefaultQuotaBytes)
+	c.Quota.Documents = cmp.Or(c.Quota.Documents, config.DefaultQuotaDocuments)
 	return c
 }
 

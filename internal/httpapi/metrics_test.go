@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,9 +42,10 @@ func newMetricsEnv(t *testing.T, cfg httpapi.Config, reg *prometheus.Registry) *
 		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
 		Metrics: metrics.Handler(reg), Registry: reg,
 	})
-	srv := httptest.NewServer(actAs(h))
-	t.Cleanup(srv.Close)
-	return &env{srv: srv, app: app, admin: testenv.Pool(t, db.AdminDSN()), blobs: blobs, s3: s3}
+	admin := testenv.Pool(t, db.AdminDSN())
+	user := testenv.User(t, admin, "default-user@example.org")
+	srv := actingServer(t, actAs(h, user))
+	return &env{srv: srv, app: app, admin: admin, blobs: blobs, s3: s3, user: user}
 }
 
 // scrape reads base's /metrics: each series (name and labels, as exposed)

@@ -32,8 +32,9 @@ func WithOwner(ctx context.Context, user uuid.UUID) context.Context {
 	return WithPrincipal(ctx, Principal{UserID: user})
 }
 
-// Owner is the user the request acts for, or nil when it acts for no one
-// (phase 1: no accounts).
+// Owner is the user the request acts for, or nil when it acts for no one:
+// a public route (register, login, refresh) or one outside /api/v1; every
+// other route under /api/v1 requires a token (authenticate).
 func Owner(ctx context.Context) *uuid.UUID {
 	if p, ok := PrincipalFrom(ctx); ok {
 		return &p.UserID

@@ -23,14 +23,16 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
-// principal is who a test request acts for: no one (phase 1), a user, or
-// an administrator.
+// principal is who a test request acts for: a user, an administrator,
+// the env's default user (the zero principal), or no one (anonymous: no
+// token, refused with 401).
 type principal struct {
-	id    *uuid.UUID
-	admin bool
+	id        *uuid.UUID
+	admin     bool
+	anonymous bool
 }
 
-var nobody = principal{}
+var anonymous = principal{anonymous: true}
 
 func userP(id uuid.UUID) principal  { return principal{id: &id} }
 func adminP(id uuid.UUID) principal { return principal{id: &id, admin: true} }
@@ -61,6 +63,9 @@ func (e *env) send(t *testing.T, p principal, method, path, contentType string, 
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
+	}
+	if p.anonymous {
+		req.Header.Set("X-Test-Anonymous", "true")
 	}
 	if p.id != nil {
 		req.Header.Set("X-Test-Owner", p.id.String())
@@ -153,13 +158,14 @@ func sameAnswer(t *testing.T, what string, got answer, ownID string, want answer
 	}
 }
 
-// TestOtherOwnersResourcesAreUnknown: user B, a phase-1 request (no
-// principal) and every route of the API against user A's document,
+// TestOtherOwnersResourcesAreUnknown: user B, a request without a token
+// (anonymous) and every route of the API against user A's document,
 // topic, folder and cloud connection. Every route with an {id} must have
 // a case here (a route added without one fails the test); each answers
 // B exactly as it answers an id that does not exist (404), and so do
-// references to A's resources in bodies and query filters. Nothing of A's
-// changes, and B's attempts write no row, audit row, event or object.
+// references to A's resources in bodies and query filters; an anonymous
+// request gets the same 401 for both. Nothing of A's changes, and B's
+// and the anonymous attempts write no row, audit row, event or object.
 // An administrator sees and may change A's resources.
 func TestOtherOwnersResourcesAreUnknown(t *testing.T) {
 	t.Parallel()
@@ -286,13 +292,14 @@ func TestOtherOwnersResourcesAreUnknown(t *testing.T) {
 		}
 		unknown := uuid.Must(uuid.NewV7()).String()
 		for _, p := range []struct {
-			name string
-			p    principal
-		}{{"B", b}, {"no principal", nobody}} {
+			name   string
+			p      principal
+			status int
+		}{{"B", b, http.StatusNotFound}, {"anonymous", anonymous, http.StatusUnauthorized}} {
 			want := e.send(t, p.p, c.method, strings.Replace(c.pattern, "{id}", unknown, 1), c.contentType, []byte(c.body))
 			got := e.send(t, p.p, c.method, strings.Replace(c.pattern, "{id}", own, 1), c.contentType, []byte(c.body))
-			if want.status != http.StatusNotFound {
-				t.Errorf("%s: %s %s with an unknown id: %d %s; want 404", p.name, c.method, c.pattern, want.status, want.body)
+			if want.status != p.status {
+				t.Errorf("%s: %s %s with an unknown id: %d %s; want %d", p.name, c.method, c.pattern, want.status, want.body, p.status)
 			}
 			sameAnswer(t, p.name+": "+c.method+" "+c.pattern+" "+c.body, got, own, want, unknown)
 		}
@@ -324,12 +331,15 @@ func TestOtherOwnersResourcesAreUnknown(t *testing.T) {
 		{"list A's subfolders", func(ref string) answer { return e.send(t, b, "GET", "/api/v1/folders?parent_id="+ref, "", nil) }, folder},
 		{"audit of A's document", func(ref string) answer { return e.send(t, b, "GET", "/api/v1/audit?document_id="+ref, "", nil) }, doc},
 		{"audit of A's topic", func(ref string) answer { return e.send(t, b, "GET", "/api/v1/audit?document_id="+ref, "", nil) }, topic},
-		{"phase 1: upload into A's topic", func(ref string) answer {
-			return e.uploadForm(t, nobody, "%PDF-1.4 n1", "topic_id", ref)
+		{"anonymous: upload into A's topic", func(ref string) answer {
+			return e.uploadForm(t, anonymous, "%PDF-1.4 n1", "topic_id", ref)
 		}, topic},
-		{"phase 1: list documents in A's folder", func(ref string) answer {
-			return e.send(t, nobody, "GET", "/api/v1/documents?folder_id="+ref, "", nil)
+		{"anonymous: list documents in A's folder", func(ref string) answer {
+			return e.send(t, anonymous, "GET", "/api/v1/documents?folder_id="+ref, "", nil)
 		}, folder},
+		{"default user: upload into A's topic", func(ref string) answer {
+			return e.uploadForm(t, principal{}, "%PDF-1.4 d1", "topic_id", ref)
+		}, topic},
 		{"admin: upload into A's topic (the document would be the admin's)", func(ref string) answer {
 			return e.uploadForm(t, admin, "%PDF-1.4 r1", "topic_id", ref)
 		}, topic},
@@ -345,13 +355,13 @@ func TestOtherOwnersResourcesAreUnknown(t *testing.T) {
 		sameAnswer(t, c.name, got, c.own, want, unknown)
 	}
 
-	// B's and phase 1's lists hold nothing of A's.
-	for _, p := range []principal{b, nobody} {
+	// B's lists hold nothing of A's; an anonymous request gets none.
+	for _, p := range []principal{b, anonymous} {
 		for _, path := range []string{"/api/v1/documents", "/api/v1/documents?status=ready", "/api/v1/topics",
 			"/api/v1/folders", "/api/v1/cloud-connections", "/api/v1/audit", "/api/v1/audit?type=document.uploaded"} {
 			got := e.send(t, p, "GET", path, "", nil)
-			if got.status != 200 {
-				t.Errorf("GET %s: %d %s", path, got.status, got.body)
+			if want := map[bool]int{false: 200, true: 401}[p.anonymous]; got.status != want {
+				t.Errorf("GET %s (anonymous %v): %d %s; want %d", path, p.anonymous, got.status, got.body, want)
 			}
 			for _, id := range []string{doc, topic, folder, sub, conn, alice.String()} {
 				if strings.Contains(got.body, id) {
@@ -424,8 +434,7 @@ func TestOtherOwnersResourcesAreUnknown(t *testing.T) {
 // The audit log shows a user the rows about their own resources, whoever
 // wrote them (the user, an administrator, the pipeline), also once the
 // resource is gone; nothing of another user's; an administrator sees
-// every row, a request acting for no one only the rows about unowned
-// resources.
+// every row; a request without a token none (401).
 func TestAuditIsScopedToTheOwnersResources(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, httpapi.Config{Quota: store.QuotaLimits{Bytes: 1 << 20, Documents: 100}})
@@ -441,7 +450,8 @@ func TestAuditIsScopedToTheOwnersResources(t *testing.T) {
 	if got := e.sendJSON(t, admin, "DELETE", "/api/v1/documents/"+doc, ""); got.status != 204 {
 		t.Fatalf("admin deletes A's document: %d %s", got.status, got.body)
 	}
-	unowned := created(t, "unowned document", e.uploadForm(t, nobody, "%PDF-1.4 phase 1"))
+	carol := userP(e.user) // the env's default user
+	carols := created(t, "the default user's document", e.uploadForm(t, principal{}, "%PDF-1.4 carol's"))
 	// What the pipeline and the accounts write: a cloud copy of A's
 	// document (its data names no owner), A's login, and an event about
 	// an aggregate no rule knows (nobody's but the administrators').
@@ -499,7 +509,7 @@ func TestAuditIsScopedToTheOwnersResources(t *testing.T) {
 		{"A, one document", a, "?document_id=" + doc, []string{"document.uploaded", "document.deleted", "cloud_sync.completed"}},
 		{"B", b, "", nil},
 		{"B, A's document", b, "?document_id=" + doc, nil},
-		{"no principal", nobody, "", []string{"document.uploaded"}},
+		{"the default user", carol, "", []string{"document.uploaded"}},
 		{"admin", admin, "", []string{"document.uploaded", "topic.created", "topic.deleted", "document.deleted",
 			"document.uploaded", "cloud_sync.completed", "user.logged_in", "session.swept"}},
 	} {
@@ -507,7 +517,12 @@ func TestAuditIsScopedToTheOwnersResources(t *testing.T) {
 			t.Errorf("%s: audit %v; want %v", c.name, got, c.want)
 		}
 	}
-	if got := e.send(t, nobody, "GET", "/api/v1/audit?document_id="+unowned, "", nil); !strings.Contains(got.body, unowned) {
-		t.Errorf("no principal, the unowned document: %s", got.body)
+	if got := e.send(t, carol, "GET", "/api/v1/audit?document_id="+carols, "", nil); !strings.Contains(got.body, carols) {
+		t.Errorf("the default user, its document: %s", got.body)
+	}
+	for _, query := range []string{"", "?document_id=" + carols, "?document_id=" + doc} {
+		if got := e.send(t, anonymous, "GET", "/api/v1/audit"+query, "", nil); got.status != 401 || strings.Contains(got.body, "document.uploaded") {
+			t.Errorf("anonymous: GET /api/v1/audit%s: %d %s; want 401", query, got.status, got.body)
+		}
 	}
 }

@@ -24,7 +24,8 @@ import (
 type Config struct {
 	UploadMaxBytes  int64  // largest file accepted
 	DuplicatePolicy string // allow or reject uploads whose content the owner has
-	// Quota is the default limits of owners whose quotas row sets none.
+	// Quota is the default limits of owners whose quotas row sets none
+	// (a zero limit: config.DefaultQuotaBytes, DefaultQuotaDocuments).
 	Quota store.QuotaLimits
 
 	// UploadConcurrencyPerClient is how many uploads one client (an IP

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -116,11 +115,11 @@ func TestErrorLogsNameTheRequestAndTrace(t *testing.T) {
 	}
 	defer pool.Close()
 	var logs testenv.SyncBuffer
-	srv := httptest.NewServer(httpapi.New(httpapi.Deps{
+	// Acting for a user (no database to check a token against).
+	srv := actingServer(t, actAs(httpapi.New(httpapi.Deps{
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: slog.New(slog.NewJSONHandler(&logs, nil)),
 		DB: pool, Metrics: http.NotFoundHandler(),
-	}))
-	defer srv.Close()
+	}), uuid.Must(uuid.NewV7())))
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/v1/documents", nil)
 	req.Header.Set("X-Request-ID", "logged-req-3")
 	req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")

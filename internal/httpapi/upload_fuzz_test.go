@@ -71,8 +71,12 @@ func FuzzUpload(f *testing.F) {
 	}
 	admin := testenv.Pool(f, db.AdminDSN())
 	ctx := context.Background()
-	if _, err := admin.Exec(ctx, `insert into topics (id, name) values ('`+fuzzTopicID+`', 'fuzz');
-		insert into folders (id, name) values ('`+fuzzFolderID+`', 'fuzz')`); err != nil {
+	// The uploads act for owner, as an authenticated request does.
+	owner := testenv.User(f, admin, "")
+	if _, err := admin.Exec(ctx, `insert into topics (id, user_id, name) values ('`+fuzzTopicID+`', $1, 'fuzz')`, owner); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `insert into folders (id, user_id, name) values ('`+fuzzFolderID+`', $1, 'fuzz')`, owner); err != nil {
 		f.Fatal(err)
 	}
 	h := New(Deps{
@@ -82,6 +86,7 @@ func FuzzUpload(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, contentType string, body []byte, idemKey string) {
 		r := httptest.NewRequest(http.MethodPost, "/api/v1/documents", bytes.NewReader(body))
+		r = r.WithContext(WithOwner(r.Context(), owner))
 		r.Header.Set("Content-Type", contentType)
 		if idemKey != "" {
 			r.Header.Set("Idempotency-Key", idemKey)
@@ -102,6 +107,8 @@ func FuzzUpload(f *testing.F) {
 		switch {
 		case doc.Status != "pending" || doc.SizeBytes < 1 || doc.SizeBytes > fuzzUploadMaxBytes:
 			t.Errorf("202 with status %s, %d bytes", doc.Status, doc.SizeBytes)
+		case doc.UserID == nil || *doc.UserID != owner:
+			t.Errorf("202 with owner %v; want the request's, %s", doc.UserID, owner)
 		case w.Header().Get("Location") != documentPath(doc.ID):
 			t.Errorf("Location %q for document %s", w.Header().Get("Location"), doc.ID)
 		}

@@ -84,10 +84,11 @@ func TestEventsOfOneAggregateArriveInCommitOrder(t *testing.T) {
 	}
 
 	const aggregates, writers, perWriter = 6, 8, 60
+	owner := testenv.User(t, db, "")
 	topics := make([]uuid.UUID, aggregates)
 	for i := range topics {
 		topics[i] = uuid.Must(uuid.NewV7())
-		if _, err := db.Exec(ctx, `insert into topics (id, name) values ($1, $2)`, topics[i], strconv.Itoa(i)+"-0"); err != nil {
+		if _, err := db.Exec(ctx, `insert into topics (id, user_id, name) values ($1, $2, $3)`, topics[i], owner, strconv.Itoa(i)+"-0"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -45,10 +45,9 @@ func TestSchemaHasEveryTableWithKeys(t *testing.T) {
 		}
 		return isNullable == "YES"
 	}
-	if !nullable("documents", "user_id") {
-		t.Error("documents.user_id must be nullable in phase 1")
-	}
-	for _, col := range [][2]string{{"documents", "status"}, {"documents", "sha256"}, {"documents", "size_bytes"}, {"outbox", "payload"}, {"audit_log", "action"}} {
+	// Everything has an owner (migration 013).
+	for _, col := range [][2]string{{"documents", "user_id"}, {"topics", "user_id"}, {"folders", "user_id"}, {"cloud_connections", "user_id"},
+		{"documents", "status"}, {"documents", "sha256"}, {"documents", "size_bytes"}, {"outbox", "payload"}, {"audit_log", "action"}} {
 		if nullable(col[0], col[1]) {
 			t.Errorf("%s.%s must be NOT NULL", col[0], col[1])
 		}
@@ -103,14 +102,12 @@ func TestSchemaHasEveryTableWithKeys(t *testing.T) {
 	}
 }
 
-// insertDocument inserts a pending, unowned document with the given status
-// and size and returns the error, if any.
-func insertDocument(ctx context.Context, conn interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-}, status string, size int64, sha []byte) error {
+// insertDocument inserts a pending document of owner (nil: none) with the
+// given status and size and returns the error, if any.
+func insertDocument(ctx context.Context, conn testenv.Execer, owner *uuid.UUID, status string, size int64, sha []byte) error {
 	id := uuid.Must(uuid.NewV7())
-	_, err := conn.Exec(ctx, `insert into documents (id, filename, content_type, size_bytes, sha256, status, storage_key)
-		values ($1, 'a.pdf', 'application/pdf', $2, $3, $4, $5)`, id, size, sha, status, "staging/"+id.String())
+	_, err := conn.Exec(ctx, `insert into documents (id, user_id, filename, content_type, size_bytes, sha256, status, storage_key)
+		values ($1, $2, 'a.pdf', 'application/pdf', $3, $4, $5, $6)`, id, owner, size, sha, status, "staging/"+id.String())
 	return err
 }
 
@@ -127,19 +124,24 @@ func TestSchemaConstraintsRefuseBadRows(t *testing.T) {
 	conn := connect(t, db.AppURL)
 	ctx := context.Background()
 	sha := make([]byte, 32)
+	owner := testenv.User(t, conn, "")
 
-	if err := insertDocument(ctx, conn, "pending", 10, sha); err != nil {
-		t.Fatalf("a valid unowned document was refused: %v", err)
+	if err := insertDocument(ctx, conn, &owner, "pending", 10, sha); err != nil {
+		t.Fatalf("a valid document was refused: %v", err)
 	}
 	for name, err := range map[string]error{
-		"unknown status":      insertDocument(ctx, conn, "lost", 10, sha),
-		"negative size":       insertDocument(ctx, conn, "pending", -1, sha),
-		"short sha256":        insertDocument(ctx, conn, "pending", 10, sha[:31]),
-		"rejected, no reason": insertDocument(ctx, conn, "rejected", 10, sha),
+		"unknown status":      insertDocument(ctx, conn, &owner, "lost", 10, sha),
+		"negative size":       insertDocument(ctx, conn, &owner, "pending", -1, sha),
+		"short sha256":        insertDocument(ctx, conn, &owner, "pending", 10, sha[:31]),
+		"rejected, no reason": insertDocument(ctx, conn, &owner, "rejected", 10, sha),
 	} {
 		if got := sqlState(err); got != "23514" { // check_violation
 			t.Errorf("%s: got %v (SQLSTATE %q); want a check violation", name, err, got)
 		}
+	}
+	// Owners are required (migration 013).
+	if err := insertDocument(ctx, conn, nil, "pending", 10, sha); sqlState(err) != "23502" { // not_null_violation
+		t.Errorf("unowned document: got %v (SQLSTATE %q); want a not-null violation", err, sqlState(err))
 	}
 }
 
@@ -149,7 +151,8 @@ func TestAppRoleHasDMLOnly(t *testing.T) {
 	ctx := context.Background()
 
 	// Ordinary DML on documents works.
-	if err := insertDocument(ctx, conn, "pending", 1, make([]byte, 32)); err != nil {
+	owner := testenv.User(t, conn, "")
+	if err := insertDocument(ctx, conn, &owner, "pending", 1, make([]byte, 32)); err != nil {
 		t.Fatalf("insert document as app role: %v", err)
 	}
 	for _, sql := range []string{

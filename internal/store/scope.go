@@ -12,14 +12,15 @@ import (
 // (ErrNotFound) exactly like a row that does not exist, and no statement
 // ever reads or changes it first.
 //
-// The zero Scope is OwnedBy(nil): the unowned rows of phase 1.
+// The zero Scope is OwnedBy(nil): the unowned rows of phase 1 (none since
+// migration 013).
 type Scope struct {
 	all   bool
 	owner *uuid.UUID
 }
 
-// OwnedBy is the scope of owner's rows; nil is the unowned rows (phase 1
-// requests, which act for no one).
+// OwnedBy is the scope of owner's rows; nil is the unowned rows (none
+// since migration 013: every API request acts for a user).
 func OwnedBy(owner *uuid.UUID) Scope { return Scope{owner: owner} }
 
 // Everyone is the scope of every owner's rows, the unowned ones included.

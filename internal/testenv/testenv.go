@@ -357,6 +357,15 @@ func ServiceEnv(t testing.TB, db DB, s3 config.S3) Env {
 		"HTTP_ADDR":            "127.0.0.1:0",
 		"METRICS_ADDR":         "127.0.0.1:0",
 		"LOG_FORMAT":           "json",
+		// Authentication is mandatory: tests sign in, often many times.
+		"AUTH_REGISTRATION":              "open",
+		"AUTH_ACCESS_TOKEN_TTL":          "1h", // the longest test (chaos) runs minutes
+		"AUTH_LOGIN_RATE_PER_IP":         "100000/1m",
+		"AUTH_LOGIN_RATE_PER_ACCOUNT":    "100000/1m",
+		"AUTH_REGISTER_RATE_PER_IP":      "100000/1m",
+		"AUTH_REGISTER_RATE_PER_ACCOUNT": "100000/1m",
+		"AUTH_REFRESH_RATE_PER_IP":       "100000/1m",
+		"AUTH_REFRESH_RATE_PER_ACCOUNT":  "100000/1m",
 	}
 }
 
