@@ -74,13 +74,19 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 	report("DocuVault pipeline benchmark (%s)", time.Now().UTC().Format(time.RFC3339))
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	transport := &http.Transport{MaxIdleConnsPerHost: 32}
+	// signIn registers an account on the API at base; the client sends its
+	// token.
+	signedIn := func(base string) *http.Client {
+		return &http.Client{Transport: withToken(signIn(b, base).Access, transport)}
+	}
 	// 1. Latency at a steady 50 uploads/s with the whole pipeline running.
 	// It goes first: the throughput phase leaves the disk busy for a while
 	// (checkpoint, MinIO background work), which is not the steady state.
 	env, appPool, _ := fresh()
 	api := start(b, "api", env)
 	base := "http://" + api.addr("api")
+	client := signedIn(base)
 	relayProc := start(b, "relay", env)
 	consumer := start(b, "consumer", env)
 	relayProc.addr("metrics")
@@ -107,6 +113,8 @@ func BenchmarkPipeline(b *testing.B) {
 	env, appPool, blobs := fresh()
 	api = start(b, "api", env)
 	base = "http://" + api.addr("api")
+	client = signedIn(base)
+	rawOwner := testenv.User(b, appPool, "") // the baseline's documents have an owner too
 	for _, c := range []struct {
 		name  string
 		size  int
@@ -127,7 +135,7 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 		var raw, viaAPI []float64
 		for range 3 {
-			raw = append(raw, rate(c.count, 16, func(i int) error { return rawUpload(appPool, blobs, stamp(content, 0)) }))
+			raw = append(raw, rate(c.count, 16, func(i int) error { return rawUpload(appPool, blobs, rawOwner, stamp(content, 0)) }))
 			viaAPI = append(viaAPI, rate(c.count, 16, func(i int) error {
 				return apiUpload(client, base, ct, stamp(body.Bytes(), at))
 			}))
@@ -142,6 +150,7 @@ func BenchmarkPipeline(b *testing.B) {
 	env, _, _ = fresh()
 	api = start(b, "api", env)
 	base = "http://" + api.addr("api")
+	client = signedIn(base)
 	before := rss(b, api, "VmRSS")
 	var wg sync.WaitGroup
 	var failed atomic.Int32
@@ -197,7 +206,7 @@ func rate(n, c int, fn func(i int) error) float64 {
 
 // rawUpload is the baseline: what an upload must do at the least, with
 // nothing of DocuVault's HTTP, multipart, hashing or detection.
-func rawUpload(db store.Beginner, blobs *blob.Store, content []byte) error {
+func rawUpload(db store.Beginner, blobs *blob.Store, owner uuid.UUID, content []byte) error {
 	ctx := context.Background()
 	id := uuid.Must(uuid.NewV7())
 	key := blob.StagingKey(id)
@@ -207,12 +216,12 @@ func rawUpload(db store.Beginner, blobs *blob.Store, content []byte) error {
 	}
 	sum := sha256.Sum256(content) // a stand-in checksum column value; see the note in BENCHMARKS
 	return store.WithTx(ctx, db, func(tx pgx.Tx) error {
-		doc, err := store.InsertDocument(ctx, tx, store.Document{ID: id, Filename: "raw.bin", ContentType: "application/octet-stream",
+		doc, err := store.InsertDocument(ctx, tx, store.Document{ID: id, UserID: &owner, Filename: "raw.bin", ContentType: "application/octet-stream",
 			SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: key})
 		if err != nil {
 			return err
 		}
-		ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData())
+		ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, doc.EventData())
 		if err != nil {
 			return err
 		}

@@ -252,7 +252,11 @@ func TestChaos(t *testing.T) {
 		s.relays[i].addr("metrics")
 		s.consumers[i].addr("metrics")
 	}
-	setup := &chaosClient{s: s, http: &http.Client{Timeout: 30 * time.Second}}
+	// One account owns the load (signed in before any fault; its access
+	// token outlives the run and is accepted by every API instance).
+	user := signIn(t, s.base)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: withToken(user.Access, nil)}
+	setup := &chaosClient{s: s, http: client}
 	for _, conn := range []map[string]any{
 		{"provider": "webdav", "name": "chaos dav",
 			"settings":    map[string]any{"url": s.dav.URL, "prefix": "DocuVault"},
@@ -280,7 +284,7 @@ func TestChaos(t *testing.T) {
 	var acked, counts sync.Map
 	var clients sync.WaitGroup
 	for i := range 4 {
-		c := &chaosClient{s: s, rnd: rand.New(rand.NewPCG(seed, uint64(i+2))), http: &http.Client{Timeout: 30 * time.Second},
+		c := &chaosClient{s: s, rnd: rand.New(rand.NewPCG(seed, uint64(i+2))), http: client,
 			acked: &acked, counts: &counts}
 		clients.Go(func() {
 			for time.Now().Before(end) {

@@ -38,14 +38,14 @@ func TestInvariantChecker(t *testing.T) {
 	ctx := context.Background()
 	dav := testenv.StartWebDAV(t, "docuvault", "dav-password")
 	st := startStack(t)
-	f := &schemaFlow{t: t, base: st.base, db: st.db}
+	f := st.flow(t)
 	f.connectWebDAV(dav, "checked dav")
 
 	var ids []string
 	for i := range 4 {
 		content := make([]byte, 10<<10+i)
 		_, _ = rand.Read(content)
-		resp, body := upload(t, st.base, "checked.bin", content, nil, nil)
+		resp, body := upload(t, st.client, st.base, "checked.bin", content, nil, nil)
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("upload: %d %s", resp.StatusCode, body)
 		}
@@ -119,10 +119,10 @@ func TestInvariantChecker(t *testing.T) {
 			t.Fatalf("%s: %v", s.what, err)
 		}
 	}
-	if err := blobs.Remove(ctx, "users/_unowned/documents/"+ready); err != nil {
+	if err := blobs.Remove(ctx, st.finalKey(ready)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := blobs.Put(ctx, "users/_unowned/documents/"+orphan, bytes.NewReader([]byte("x")), 1, "text/plain"); err != nil {
+	if _, err := blobs.Put(ctx, st.finalKey(orphan), bytes.NewReader([]byte("x")), 1, "text/plain"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := blobs.Put(ctx, blob.StagingKey(uuid.MustParse(ready)), bytes.NewReader([]byte("x")), 1, "text/plain"); err != nil {
@@ -172,8 +172,8 @@ func TestInvariantChecker(t *testing.T) {
 	got := strings.Join(lines, "\n")
 	for _, want := range []string{
 		"documents: " + other + ": still pending",
-		"objects: " + ready + ": ready, but no object at users/_unowned/documents/" + ready,
-		"objects: users/_unowned/documents/" + orphan + ": object without a ready document",
+		"objects: " + ready + ": ready, but no object at " + st.finalKey(ready),
+		"objects: " + st.finalKey(orphan) + ": object without a ready document",
 		"objects: staging/" + ready + ": staged",
 		"quotas: " + orphan + ": usage 7 bytes in 1 documents; ready documents hold 0 bytes in 0",
 		"cloud_sync: " + ready + " on ",

@@ -28,7 +28,7 @@ func TestKilledRelayAndConsumerLoseNothing(t *testing.T) {
 		for i := range uploads {
 			content := make([]byte, 20<<10+i)
 			_, _ = rand.Read(content)
-			resp, body := upload(t, st.base, fmt.Sprintf("doc-%d.bin", i), content, nil, nil)
+			resp, body := upload(t, st.client, st.base, fmt.Sprintf("doc-%d.bin", i), content, nil, nil)
 			if resp.StatusCode != http.StatusAccepted {
 				t.Errorf("upload %d: %d %s", i, resp.StatusCode, body)
 				continue
@@ -82,7 +82,7 @@ func TestConsumerResubscribesWhenRedisLosesItsGroup(t *testing.T) {
 	t.Parallel()
 	st := startStack(t)
 	rdb := testenv.RedisClient(t, st.env["REDIS_URL"])
-	resp, body := upload(t, st.base, "a.pdf", []byte("%PDF-1.4 before"), nil, nil)
+	resp, body := upload(t, st.client, st.base, "a.pdf", []byte("%PDF-1.4 before"), nil, nil)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("upload: %d %s", resp.StatusCode, body)
 	}
@@ -99,7 +99,7 @@ func TestConsumerResubscribesWhenRedisLosesItsGroup(t *testing.T) {
 		t.Fatalf("consumer exited (%v) after losing its groups; want it to subscribe again", st.consumer.err)
 	default:
 	}
-	resp, body = upload(t, st.base, "b.pdf", []byte("%PDF-1.4 after"), nil, nil)
+	resp, body = upload(t, st.client, st.base, "b.pdf", []byte("%PDF-1.4 after"), nil, nil)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("upload: %d %s", resp.StatusCode, body)
 	}

@@ -53,8 +53,11 @@ const (
 //     up; no relay runs, so its own events stay in the outbox.
 //   - raw baseline: a fresh set of fbDocs staged objects of the same size,
 //     each copied server-side (minio-go CopyObject, as blob.Store.Copy) from
-//     staging/{id} to users/_unowned/documents/{id} by 4 goroutines, and
+//     staging/{id} to users/{owner}/documents/{id} by 4 goroutines, and
 //     nothing else.
+//
+// Every document has one owner, a users row inserted first (its quota is
+// the default, far above what the rounds store).
 
 // Each round rotates which measurement goes first, so all share the
 // machine's noise; the medians of the rounds are reported. It runs once whatever b.N
@@ -73,6 +76,7 @@ func BenchmarkFinalize(b *testing.B) {
 	}
 	pool := testenv.Pool(b, db.AppURL+fbParam(db.AppURL)+"pool_max_conns="+fmt.Sprint(2*fbSeeders))
 	rdb := testenv.RedisClient(b, env["REDIS_URL"])
+	owner := testenv.User(b, pool, "")
 
 	out := &strings.Builder{}
 	report := func(format string, args ...any) {
@@ -94,7 +98,7 @@ func BenchmarkFinalize(b *testing.B) {
 	finCPU, rawCPU := cpuUse{}, cpuUse{}
 	finalizeRound := func(n int, cpu cpuUse) (float64, time.Duration) {
 		b.Helper()
-		rows := fbSeedUploads(b, pool, blobs, &seed, n)
+		rows := fbSeedUploads(b, pool, blobs, owner, &seed, n)
 		before := cpuNow()
 		rate, elapsed := fbFinalize(b, pool, rdb, rows, finished+n)
 		cpu.add(cpuNow().since(before))
@@ -105,7 +109,7 @@ func BenchmarkFinalize(b *testing.B) {
 		b.Helper()
 		ids := fbSeedObjects(b, blobs, &seed, n)
 		before := cpuNow()
-		rate := fbCopy(b, blobs, ids)
+		rate := fbCopy(b, blobs, owner, ids)
 		cpu.add(cpuNow().since(before))
 		fbRemoveStaged(b, blobs, ids) // as the consumer does, untimed
 		return rate
@@ -168,7 +172,7 @@ func BenchmarkFinalize(b *testing.B) {
 	report("    each: advisory lock + processed check + row read, CopyObject only if the staged object still has the upload's ETag,")
 	report("    one transaction (processed mark, status, audit row, outbox event), unlock, the staged object queued for a batched")
 	report("    multi-object delete; through Watermill, %d finalize workers", fbWorkers)
-	report("  raw: minio-go CopyObject staging/{id} -> users/_unowned/documents/{id} of fresh %d KiB objects, %d goroutines, nothing else", fbSize>>10, fbWorkers)
+	report("  raw: minio-go CopyObject staging/{id} -> users/{owner}/documents/{id} of fresh %d KiB objects, %d goroutines, nothing else", fbSize>>10, fbWorkers)
 	report("  CPU per document in the measured windows (all processes, %d rounds): consumer's %s", fbRounds, finCPU.perItem(fbRounds*fbDocs))
 	report("                                                                 raw copy's %s", rawCPU.perItem(fbRounds*fbDocs))
 	report("  load average at the end: %s", rbLoadAvg())
@@ -229,7 +233,7 @@ func fbParallel(n, c int, fn func(i int) error) (time.Duration, error) {
 // object, then document + audit row + outbox event in one round trip),
 // then takes their outbox rows as the relay would and returns them
 // unpublished. Nothing of it is timed.
-func fbSeedUploads(b *testing.B, pool *pgxpool.Pool, blobs *blob.Store, seed *atomic.Uint64, n int) []store.OutboxRow {
+func fbSeedUploads(b *testing.B, pool *pgxpool.Pool, blobs *blob.Store, owner uuid.UUID, seed *atomic.Uint64, n int) []store.OutboxRow {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), fbSeedTimeout)
 	defer cancel()
@@ -247,9 +251,9 @@ func fbSeedUploads(b *testing.B, pool *pgxpool.Pool, blobs *blob.Store, seed *at
 		if err != nil {
 			return err
 		}
-		doc := store.Document{ID: id, Filename: "bench.bin", ContentType: "application/octet-stream",
+		doc := store.Document{ID: id, UserID: &owner, Filename: "bench.bin", ContentType: "application/octet-stream",
 			SizeBytes: put.Size, SHA256: put.SHA256, StorageKey: key, StagingETag: &put.ETag}
-		ev, err := events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc.EventData())
+		ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, doc.EventData())
 		if err != nil {
 			return err
 		}
@@ -342,12 +346,12 @@ func fbSeedObjects(b *testing.B, blobs *blob.Store, seed *atomic.Uint64, n int) 
 
 // fbCopy copies each staged object to its final key server-side on
 // fbWorkers goroutines and returns copies per second.
-func fbCopy(b *testing.B, blobs *blob.Store, ids []uuid.UUID) float64 {
+func fbCopy(b *testing.B, blobs *blob.Store, owner uuid.UUID, ids []uuid.UUID) float64 {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), fbRoundTimeout)
 	defer cancel()
 	elapsed, err := fbParallel(len(ids), fbWorkers, func(i int) error {
-		return blobs.Copy(ctx, blob.StagingKey(ids[i]), blob.FinalKey(nil, ids[i]))
+		return blobs.Copy(ctx, blob.StagingKey(ids[i]), blob.FinalKey(&owner, ids[i]))
 	})
 	if err != nil {
 		b.Fatalf("raw copy: %v", err)

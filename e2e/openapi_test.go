@@ -21,7 +21,7 @@ func TestEveryOperationAnswersAsDescribed(t *testing.T) {
 	t.Parallel()
 	dav := testenv.StartWebDAV(t, "docuvault", "dav-password")
 	st := startStack(t)
-	f := &schemaFlow{t: t, base: st.base}
+	f := st.flow(t)
 
 	topic := f.call(http.MethodPost, "/api/v1/topics", map[string]any{"name": "Receipts"}, http.StatusCreated)["id"].(string)
 	folder := f.call(http.MethodPost, "/api/v1/folders", map[string]any{"name": "2026"}, http.StatusCreated)["id"].(string)
@@ -47,6 +47,7 @@ func TestEveryOperationAnswersAsDescribed(t *testing.T) {
 		"/api/v1/cloud-connections/" + conn,
 		"/api/v1/audit?document_id=" + doc,
 		"/api/v1/audit?type=document.uploaded&limit=1",
+		"/api/v1/me",
 	} {
 		f.call(http.MethodGet, path, nil, http.StatusOK)
 	}

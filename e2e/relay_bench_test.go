@@ -604,10 +604,11 @@ func rbForwarderSystem(b *testing.B, db testenv.DB, redisURL string, tuned bool)
 
 // rbNewEvent is a document.uploaded event as the API writes it.
 func rbNewEvent() (events.Envelope, error) {
-	id := uuid.Must(uuid.NewV7())
+	id, owner := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	sum := sha256.Sum256(id[:])
 	doc := events.Document{
 		ID:          id,
+		UserID:      &owner,
 		Title:       "Invoice 2025-0142",
 		Filename:    "invoice-2025-0142.pdf",
 		ContentType: "application/pdf",
@@ -616,7 +617,7 @@ func rbNewEvent() (events.Envelope, error) {
 		Status:      "pending",
 		StorageKey:  blob.StagingKey(id),
 	}
-	return events.New(events.DocumentUploaded, "document", id, events.Anonymous, uuid.Must(uuid.NewV7()), nil, doc)
+	return events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, doc)
 }
 
 // rbMessage is the Watermill message of ev as relay.Message makes it: the

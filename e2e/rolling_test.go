@@ -19,11 +19,13 @@ import (
 )
 
 // apis is the set of API base URLs clients spread uploads over, as a load
-// balancer would; an instance is taken out before it is stopped.
+// balancer would; an instance is taken out before it is stopped. Clients
+// send the token of one account (every instance accepts it).
 type apis struct {
-	mu    sync.Mutex
-	bases []string
-	next  int
+	client *http.Client
+	mu     sync.Mutex
+	bases  []string
+	next   int
 }
 
 func (a *apis) pick() string {
@@ -47,7 +49,7 @@ func uploadRetrying(t testing.TB, a *apis, content []byte) (string, error) {
 	key := uuid.NewString()
 	var last error
 	for range 50 {
-		id, status, err := tryUpload(a.pick(), key, content)
+		id, status, err := tryUpload(a.client, a.pick(), key, content)
 		switch {
 		case err == nil && status == http.StatusAccepted:
 			return id, nil
@@ -60,7 +62,7 @@ func uploadRetrying(t testing.TB, a *apis, content []byte) (string, error) {
 	return "", fmt.Errorf("upload failed 50 times, last: %w", last)
 }
 
-func tryUpload(base, key string, content []byte) (string, int, error) {
+func tryUpload(client *http.Client, base, key string, content []byte) (string, int, error) {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	fw, _ := mw.CreateFormFile("file", "rolling.bin")
@@ -69,7 +71,7 @@ func tryUpload(base, key string, content []byte) (string, int, error) {
 	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/documents", &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", 0, err
 	}
@@ -82,8 +84,8 @@ func tryUpload(base, key string, content []byte) (string, int, error) {
 }
 
 // slowUpload sends a size-byte file to base over about d, in chunks; it
-// closes started once the request is under way.
-func slowUpload(base string, size int, d time.Duration, started chan<- struct{}) (string, int, error) {
+// closes started once the request is under way. It sends token.
+func slowUpload(base, token string, size int, d time.Duration, started chan<- struct{}) (string, int, error) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
@@ -112,7 +114,7 @@ func slowUpload(base string, size int, d time.Duration, started chan<- struct{})
 	// A connection of its own: a kept-alive one that the server sees idle
 	// when it stops could be closed under the request before the server
 	// reads it (clients retry those with their Idempotency-Key).
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Transport: withToken(token, &http.Transport{DisableKeepAlives: true})}
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", 0, err
@@ -137,7 +139,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	api := [2]*proc{st.api, start(t, "api", st.env)}
 	relays := [2]*proc{st.relay, start(t, "relay", st.env)}
 	consumers := [2]*proc{st.consumer, start(t, "consumer", st.env)}
-	lb := &apis{bases: []string{st.base, "http://" + api[1].addr("api")}}
+	lb := &apis{client: st.client, bases: []string{st.base, "http://" + api[1].addr("api")}}
 	relays[1].addr("metrics")
 	consumers[1].addr("metrics")
 
@@ -185,7 +187,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		}
 		res := make(chan result, 1)
 		go func() {
-			id, status, err := slowUpload(base, 1<<20, 1500*time.Millisecond, started)
+			id, status, err := slowUpload(base, st.user.Access, 1<<20, 1500*time.Millisecond, started)
 			res <- result{id, status, err}
 		}()
 		<-started

@@ -52,6 +52,34 @@ func TestEveryEmittedEvent(t *testing.T) {
 	f := &schemaFlow{t: t, base: "http://" + api.addr("api"), db: testenv.Pool(t, db.AdminDSN())}
 	relay.addr("metrics")
 
+	// Accounts: registered and logged in; a refused login; a refresh, then
+	// the old refresh token again (its session is revoked); a second
+	// session logged out; the password changed (every token ends), and a
+	// login with the new one for the rest of the flow.
+	user := signIn(t, f.base)
+	if code, body := authJSON(t, http.DefaultClient, f.base, "/api/v1/auth/login",
+		map[string]string{"email": user.Email, "password": user.Password + " (typo)"}, nil); code != http.StatusUnauthorized {
+		t.Fatalf("login with a wrong password: %d %s; want 401", code, body)
+	}
+	var refreshed tokenPair
+	if code, body := authJSON(t, http.DefaultClient, f.base, "/api/v1/auth/refresh", map[string]string{"refresh_token": user.Refresh}, &refreshed); code != http.StatusOK || refreshed.RefreshToken == "" {
+		t.Fatalf("refresh: %d %s", code, body)
+	}
+	if code, body := authJSON(t, http.DefaultClient, f.base, "/api/v1/auth/refresh", map[string]string{"refresh_token": user.Refresh}, nil); code != http.StatusUnauthorized {
+		t.Fatalf("refresh with a used token: %d %s; want 401", code, body)
+	}
+	second := login(t, f.base, user.Email, user.Password)
+	session := &http.Client{Transport: withToken(second.AccessToken, nil)}
+	if code, body := authJSON(t, session, f.base, "/api/v1/auth/logout", map[string]string{"refresh_token": second.RefreshToken}, nil); code != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", code, body)
+	}
+	_, newPassword := newCredentials()
+	if code, body := authJSON(t, session, f.base, "/api/v1/me/password",
+		map[string]string{"current_password": user.Password, "new_password": newPassword}, nil); code != http.StatusNoContent {
+		t.Fatalf("change password: %d %s", code, body)
+	}
+	f.client = &http.Client{Transport: withToken(login(t, f.base, user.Email, newPassword).AccessToken, nil)}
+
 	// document.rejected: the staged bytes are gone before the consumer
 	// (not started yet) gets to the upload.
 	vanished := f.upload("vanishing.txt", []byte("these bytes are removed before finalisation"), nil)
@@ -211,9 +239,10 @@ func schemaTypes(t *testing.T) []string {
 
 // schemaFlow drives the API of one stack and reads its database.
 type schemaFlow struct {
-	t    *testing.T
-	base string
-	db   *pgxpool.Pool // superuser: reads audit_log and outbox, injects the last attempt
+	t      *testing.T
+	base   string
+	db     *pgxpool.Pool // superuser: reads audit_log and outbox, injects the last attempt
+	client *http.Client  // acts for the flow's account
 }
 
 // flowDocument is what the flow reads of GET /api/v1/documents/{id}.
@@ -257,7 +286,7 @@ func (f *schemaFlow) call(method, path string, body any, want int) map[string]an
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := f.client.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -279,7 +308,7 @@ func (f *schemaFlow) call(method, path string, body any, want int) map[string]an
 // upload uploads content and returns the new document's id.
 func (f *schemaFlow) upload(filename string, content []byte, fields map[string]string) string {
 	f.t.Helper()
-	resp, body := upload(f.t, f.base, filename, content, fields, nil)
+	resp, body := upload(f.t, f.client, f.base, filename, content, fields, nil)
 	if resp.StatusCode != http.StatusAccepted {
 		f.t.Fatalf("upload %s: %d %s", filename, resp.StatusCode, body)
 	}
@@ -296,7 +325,7 @@ func (f *schemaFlow) waitDocument(id, what string, cond func(flowDocument) bool)
 	var doc flowDocument
 	eventually(f.t, 60*time.Second, "document "+id+": "+what, func() bool {
 		doc = flowDocument{}
-		return getJSON(f.t, f.base+"/api/v1/documents/"+id, &doc) == http.StatusOK && cond(doc)
+		return getJSON(f.t, f.client, f.base+"/api/v1/documents/"+id, &doc) == http.StatusOK && cond(doc)
 	})
 	return doc
 }

@@ -34,14 +34,14 @@ func TestTraceContextFollowsAnUpload(t *testing.T) {
 	ctx := context.Background()
 	dav := testenv.StartWebDAV(t, "docuvault", "dav-password")
 	st := startStack(t)
-	f := &schemaFlow{t: t, base: st.base, db: st.db}
+	f := st.flow(t)
 	f.connectWebDAV(dav, "traced dav")
 
 	traceID, parentID := randomHex(t, 16), randomHex(t, 8)
 	const requestID = "e2e-upload-7f3a"
 	content := make([]byte, 32<<10)
 	_, _ = rand.Read(content)
-	resp, body := upload(t, st.base, "traced.pdf", content, nil, http.Header{
+	resp, body := upload(t, st.client, st.base, "traced.pdf", content, nil, http.Header{
 		"X-Request-Id": {requestID},
 		"Traceparent":  {"00-" + traceID + "-" + parentID + "-01"},
 	})

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,8 +34,9 @@ type document struct {
 	RejectReason *string `json:"reject_reason"`
 }
 
-// upload posts content as the file part, with extra text fields.
-func upload(t testing.TB, base, filename string, content []byte, fields map[string]string, header http.Header) (*http.Response, []byte) {
+// upload posts content as the file part, with extra text fields, with
+// client (st.client sends the stack's token).
+func upload(t testing.TB, client *http.Client, base, filename string, content []byte, fields map[string]string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -52,7 +54,7 @@ func upload(t testing.TB, base, filename string, content []byte, fields map[stri
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +63,9 @@ func upload(t testing.TB, base, filename string, content []byte, fields map[stri
 	return resp, b
 }
 
-func getJSON(t testing.TB, url string, v any) int {
+func getJSON(t testing.TB, client *http.Client, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +86,8 @@ type stack struct {
 	api      *proc
 	relay    *proc
 	consumer *proc
+	user     account      // signed in on the first API: owns what the test uploads
+	client   *http.Client // sends user's token
 }
 
 func startStack(t testing.TB) *stack {
@@ -102,7 +106,19 @@ func startStack(t testing.TB) *stack {
 	st.base = "http://" + st.api.addr("api")
 	st.relay.addr("metrics")
 	st.consumer.addr("metrics")
+	st.user = signIn(t, st.base)
+	st.client = st.user.client()
 	return st
+}
+
+// flow is a schemaFlow on st acting for st.user.
+func (st *stack) flow(t *testing.T) *schemaFlow {
+	return &schemaFlow{t: t, base: st.base, db: st.db, client: st.client}
+}
+
+// finalKey is where a ready document of st.user lives.
+func (st *stack) finalKey(id string) string {
+	return "users/" + st.user.ID + "/documents/" + id
 }
 
 func (st *stack) waitStatus(t testing.TB, id, want string) document {
@@ -114,7 +130,7 @@ func (st *stack) waitStatusWithin(t testing.TB, id, want string, timeout time.Du
 	t.Helper()
 	var doc document
 	eventually(t, timeout, "document "+id+" to be "+want, func() bool {
-		getJSON(t, st.base+"/api/v1/documents/"+id, &doc)
+		getJSON(t, st.client, st.base+"/api/v1/documents/"+id, &doc)
 		return doc.Status == want
 	})
 	return doc
@@ -136,13 +152,14 @@ func (st *stack) objectExists(t testing.TB, key string) bool {
 func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 	t.Parallel()
 	st := startStack(t)
+	other := signIn(t, st.base).client() // another account: sees none of st.user's documents
 
 	for _, size := range []int{300 << 10, 12 << 20} { // one PUT; multipart
 		content := make([]byte, size)
 		_, _ = rand.Read(content)
 		sum := sha256.Sum256(content)
 
-		resp, body := upload(t, st.base, "Report ü.pdf", content, map[string]string{"title": "Quarterly"}, nil)
+		resp, body := upload(t, st.client, st.base, "Report ü.pdf", content, map[string]string{"title": "Quarterly"}, nil)
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("upload: %d %s", resp.StatusCode, body)
 		}
@@ -159,7 +176,8 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 		}
 
 		st.waitStatus(t, doc.ID, "ready")
-		finalKey := "users/_unowned/documents/" + doc.ID
+		checkAccess(t, st.base, other, doc.ID)
+		finalKey := st.finalKey(doc.ID)
 		if !st.objectExists(t, finalKey) {
 			t.Errorf("after ready: no final object")
 		}
@@ -169,7 +187,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 		})
 
 		// Download: identical bytes, ETag, filename, ranges.
-		resp, err := http.Get(st.base + "/api/v1/documents/" + doc.ID + "/content")
+		resp, err := st.client.Get(st.base + "/api/v1/documents/" + doc.ID + "/content")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +204,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 		}
 		req, _ := http.NewRequest(http.MethodGet, st.base+"/api/v1/documents/"+doc.ID+"/content", nil)
 		req.Header.Set("Range", "bytes=100-199")
-		resp, err = http.DefaultClient.Do(req)
+		resp, err = st.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -197,7 +215,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 		}
 		req.Header.Del("Range")
 		req.Header.Set("If-None-Match", `"`+doc.SHA256+`"`)
-		resp, err = http.DefaultClient.Do(req)
+		resp, err = st.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +226,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 
 		// Delete: gone from the API, then from the bucket.
 		req, _ = http.NewRequest(http.MethodDelete, st.base+"/api/v1/documents/"+doc.ID, nil)
-		resp, err = http.DefaultClient.Do(req)
+		resp, err = st.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -216,7 +234,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 		if resp.StatusCode != http.StatusNoContent {
 			t.Fatalf("delete: %d", resp.StatusCode)
 		}
-		if code := getJSON(t, st.base+"/api/v1/documents/"+doc.ID, nil); code != 404 {
+		if code := getJSON(t, st.client, st.base+"/api/v1/documents/"+doc.ID, nil); code != 404 {
 			t.Errorf("GET after delete: %d; want 404", code)
 		}
 		eventually(t, 30*time.Second, "the deleted document's object to be removed", func() bool {
@@ -231,7 +249,7 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 	if err := st.db.QueryRow(ctx, `select count(*) from outbox`).Scan(&unpublished); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.db.QueryRow(ctx, `select count(*) from audit_log`).Scan(&audit); err != nil {
+	if err := st.db.QueryRow(ctx, `select count(*) from audit_log where aggregate_type = 'document'`).Scan(&audit); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "every outbox row published (and removed)", func() bool {
@@ -267,4 +285,43 @@ func TestUploadBecomesReadyDownloadsAndDeletes(t *testing.T) {
 	st.api.stop()
 	st.relay.stop()
 	st.consumer.stop()
+}
+
+// checkAccess checks that document id is the caller's alone: without a
+// token its reads and changes are refused (401 with a Bearer challenge),
+// and another account (other) finds it as unknown (404).
+func checkAccess(t *testing.T, base string, other *http.Client, id string) {
+	t.Helper()
+	for _, r := range []struct{ method, path string }{
+		{http.MethodGet, "/api/v1/documents"},
+		{http.MethodGet, "/api/v1/documents/" + id},
+		{http.MethodGet, "/api/v1/documents/" + id + "/content"},
+		{http.MethodDelete, "/api/v1/documents/" + id},
+	} {
+		req, _ := http.NewRequest(r.method, base+r.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s %s without a token: %d, WWW-Authenticate %q; want 401 and a Bearer challenge",
+				r.method, r.path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		if r.path == "/api/v1/documents" {
+			continue
+		}
+		resp, err = other.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s %s as another account: %d; want 404", r.method, r.path, resp.StatusCode)
+		}
+	}
+	resp, body := upload(t, http.DefaultClient, base, "anonymous.txt", []byte("no token"), nil, nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("upload without a token: %d %s; want 401", resp.StatusCode, body)
+	}
 }

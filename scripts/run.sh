@@ -44,5 +44,7 @@ bin/api --env-file .env & pids+=($!)
 METRICS_ADDR=127.0.0.1:9101 bin/relay --env-file .env & pids+=($!)
 METRICS_ADDR=127.0.0.1:9102 bin/consumer --env-file .env & pids+=($!)
 echo "DocuVault API on http://${HTTP_ADDR:-127.0.0.1:8080} (Ctrl-C stops everything)"
+echo "Every request needs a token: register first (the first account is the administrator), then log in:"
+echo "  POST /api/v1/auth/register and /api/v1/auth/login with {\"email\",\"password\"}; send Authorization: Bearer <access_token> (README.md, Using it)"
 # Any process exiting stops the others.
 wait -n "${pids[@]}" || true
