@@ -92,9 +92,16 @@ type stack struct {
 
 func startStack(t testing.TB) *stack {
 	t.Helper()
+	return startStackWith(t)
+}
+
+// startStackWith is startStack with settings (key, value, ...) added to the
+// binaries' environment.
+func startStackWith(t testing.TB, settings ...string) *stack {
+	t.Helper()
 	db := testenv.NewDB(t)
 	s3 := testenv.S3(t)
-	env := testenv.ServiceEnv(t, db, s3)
+	env := testenv.ServiceEnv(t, db, s3).With(settings...)
 	store, err := blob.New(s3)
 	if err != nil {
 		t.Fatal(err)
