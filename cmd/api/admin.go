@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/jackc/pgx/v5"
 
@@ -58,15 +59,33 @@ func initDB(ctx context.Context, log *slog.Logger, src *config.Source) error {
 	return nil
 }
 
+const migrateUsage = `usage: api migrate [--unowned-owner EMAIL | --unowned-delete]
+
+Applies the embedded schema migrations as DATABASE_MIGRATE_URL's role;
+running it again changes nothing. Phase 2 requires every document, topic,
+folder and cloud connection to have an owner: on a database holding phase 1
+data without one, it stops and says so, unless
+  --unowned-owner EMAIL  gives it all to that user (create one first with
+                         ` + "`api users create --email EMAIL --admin`" + `); the consumer then
+                         moves ready documents' objects under users/{id}/
+  --unowned-delete       deletes it through the pipeline; run it again once
+                         the consumer has removed the objects
+`
+
 // migrateCmd applies the embedded migrations as the migration role. Before
 // the migration that requires owners, rows phase 1 left without one are
 // given to the user --unowned-owner names, or deleted (--unowned-delete).
-func migrateCmd(ctx context.Context, log *slog.Logger, src *config.Source, args []string) error {
+func migrateCmd(ctx context.Context, global, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api migrate", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	owner := fs.String("unowned-owner", "", "")
 	del := fs.Bool("unowned-delete", false, "")
+	envFile := fs.String("env-file", "", "")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = io.WriteString(stdout, migrateUsage)
+			return nil
+		}
 		return fmt.Errorf("migrate: %w", err)
 	}
 	switch {
@@ -75,6 +94,15 @@ func migrateCmd(ctx context.Context, log *slog.Logger, src *config.Source, args 
 	case *owner != "" && *del:
 		return errors.New("migrate: --unowned-owner and --unowned-delete exclude each other")
 	}
+	src, err := config.LoadCommand("api", global, *envFile, getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log, err := config.Logger(src, stdout)
+	if err != nil {
+		return err
+	}
+	log = log.With("process", "api")
 	cfg, err := config.Database(src, "DATABASE_MIGRATE_URL")
 	if err != nil {
 		return err

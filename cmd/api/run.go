@@ -34,6 +34,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if global, rest, ok := config.SplitCommand(args, "users"); ok {
 		return usersCmd(ctx, global, rest, getenv, stdout)
 	}
+	if global, rest, ok := config.SplitCommand(args, "migrate"); ok {
+		return migrateCmd(ctx, global, rest, getenv, stdout)
+	}
 	cmd, rest, src, err := config.Load("api", args, getenv)
 	if errors.Is(err, flag.ErrHelp) || cmd == "help" {
 		_, _ = io.WriteString(stdout, usage)
@@ -42,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	if len(rest) > 0 && cmd != "migrate" {
+	if len(rest) > 0 {
 		return fmt.Errorf("unexpected argument %q (see `api help`)", rest[0])
 	}
 	log, err := config.Logger(src, stdout)
@@ -68,8 +71,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	case "init-db":
 		return initDB(ctx, log, src)
-	case "migrate":
-		return migrateCmd(ctx, log, src, rest)
 	case "init-bucket":
 		return initBucket(ctx, log, src)
 	default:
