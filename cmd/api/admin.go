@@ -168,9 +168,12 @@ func resolveUnowned(ctx context.Context, log *slog.Logger, conn *pgx.Conn, owner
 			"user_id", u.ID, "documents", got.Documents, "topics", got.Topics, "folders", got.Folders, "cloud_connections", got.CloudConnections)
 		return nil
 	case del:
-		left, err := store.DeleteUnowned(ctx, conn)
+		left, paused, err := store.DeleteUnowned(ctx, conn)
 		if err != nil {
 			return fmt.Errorf("migrate: delete phase 1 data: %w", err)
+		}
+		if paused > 0 {
+			return fmt.Errorf("migrate: %d documents without an owner are deleted and wait for the consumer to remove their objects and remote copies, %d of them on paused cloud connections that will not until resumed: resume them, then run `api migrate --unowned-delete` again", left, paused)
 		}
 		if left > 0 {
 			return fmt.Errorf("migrate: %d documents without an owner are deleted and wait for the consumer to remove their objects and remote copies: run `api migrate --unowned-delete` again once it has", left)

@@ -174,6 +174,14 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 		// Either an earlier attempt moved it and crashed before the commit,
 		// or the bytes are gone.
 		size, sum, err = f.blobs.Hash(ctx, final)
+		if errors.Is(err, blob.ErrNotFound) && doc.UserID != nil {
+			// An attempt from before the document was given an owner
+			// (phase 1, `api migrate --unowned-owner`) moved it under
+			// users/_unowned/: bring it under the owner first.
+			if err = f.moveObject(ctx, blob.FinalKey(nil, doc.ID), final); err == nil {
+				size, sum, err = f.blobs.Hash(ctx, final)
+			}
+		}
 		if errors.Is(err, blob.ErrNotFound) {
 			return f.finish(ctx, conn, ev, doc, store.StatusRejected, store.ReasonObjectMissing)
 		}
@@ -278,6 +286,16 @@ func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.En
 	}
 	f.removeLater(ctx, staging)
 	return true, nil
+}
+
+// moveObject copies from to to server-side and removes from: ErrNotFound
+// when from does not exist. A crash in between leaves both, and the copy
+// is what counts from then on.
+func (f *Finalizer) moveObject(ctx context.Context, from, to string) error {
+	if err := f.blobs.Copy(ctx, from, to); err != nil {
+		return err
+	}
+	return f.blobs.Remove(ctx, from)
 }
 
 // removeLater hands key to the batch remover when it runs, or removes it

@@ -15,6 +15,10 @@ import (
 	"github.com/docuvault/docuvault/internal/store"
 )
 
+// errObjectLost is a ready document's object found neither at its key nor
+// where it was being moved.
+var errObjectLost = errors.New("object lost")
+
 // Relocate moves a ready document's object to the key its owner's prefix
 // gives it, when it is elsewhere: documents phase 1 stored under
 // users/_unowned/ and `api migrate --unowned-owner` then gave to a user
@@ -44,9 +48,13 @@ func (f *Finalizer) Relocate(ctx context.Context, id uuid.UUID, cause *events.En
 	err = f.blobs.Copy(ctx, from, to)
 	if errors.Is(err, blob.ErrNotFound) {
 		// Gone from the old key: moved by an attempt that died before its
-		// commit, or lost. Only the former can be repaired.
+		// commit, purged because the document was deleted meanwhile, or
+		// lost. Only the first can be repaired; the second is not ours.
 		if _, statErr := f.blobs.Stat(ctx, to); statErr != nil {
-			return fmt.Errorf("relocate document %s: object missing at %s and %s", id, from, to)
+			if cur, err := store.GetDocument(ctx, f.db, id); err != nil || cur.Status != store.StatusReady || cur.StorageKey != from {
+				return nil
+			}
+			return fmt.Errorf("%w: document %s: object missing at %s and %s", errObjectLost, id, from, to)
 		}
 	} else if err != nil {
 		return err
@@ -72,9 +80,17 @@ func (f *Finalizer) Relocate(ctx context.Context, id uuid.UUID, cause *events.En
 		return err
 	}
 	if !moved {
-		// Deleted or moved meanwhile: the row no longer points at from, so
-		// the copy made here is the purge's (deleted) or already in use.
-		return nil
+		// The row no longer points at from: moved by another attempt (the
+		// copy is in use), or deleted, and the purge may already have run,
+		// so the copy made here would outlive the document: remove it.
+		cur, err := store.GetDocument(ctx, f.db, id)
+		if err == nil && cur.Status != store.StatusDeleted && cur.StorageKey == to {
+			return nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return f.blobs.Remove(ctx, to)
 	}
 	f.notify.Poke()
 	f.log.Info("document object moved under its owner", "document_id", id, "from", from, "to", to)
@@ -97,14 +113,21 @@ func (f *Finalizer) relocateMisplaced(ctx context.Context, grace time.Duration, 
 		return 0, 0, err
 	}
 	for _, id := range ids {
-		if err := f.Relocate(ctx, id, nil); err != nil {
-			return 0, 0, err
+		// One document whose object is lost must not hold up the others
+		// (nor the clean-up below); the invariant checker reports it.
+		switch err := f.Relocate(ctx, id, nil); {
+		case errors.Is(err, errObjectLost):
+			f.log.Error("cannot move a document's object under its owner", "document_id", id, "err", err)
+		case err != nil:
+			return moved, 0, err
+		default:
+			moved++
 		}
 	}
 	// Phase 1 keeps its objects there: nothing is left over before every
 	// document has an owner.
 	if phase1, err := store.AnyUnownedDocument(ctx, f.db); err != nil || phase1 {
-		return len(ids), 0, err
+		return moved, 0, err
 	}
 	const prefix = "users/_unowned/documents/"
 	cutoff := time.Now().Add(-grace)
@@ -116,11 +139,11 @@ func (f *Finalizer) relocateMisplaced(ctx context.Context, grace time.Duration, 
 		return nil
 	})
 	if err != nil || len(old) == 0 {
-		return len(ids), 0, err
+		return moved, 0, err
 	}
 	inUse, err := store.StorageKeysInUse(ctx, f.db, prefix, old)
 	if err != nil {
-		return len(ids), 0, err
+		return moved, 0, err
 	}
 	var gone []string
 	for _, k := range old {
@@ -130,8 +153,8 @@ func (f *Finalizer) relocateMisplaced(ctx context.Context, grace time.Duration, 
 	}
 	if len(gone) > 0 {
 		if err := f.blobs.RemoveMany(ctx, gone); err != nil {
-			return len(ids), 0, err
+			return moved, 0, err
 		}
 	}
-	return len(ids), len(gone), nil
+	return moved, len(gone), nil
 }

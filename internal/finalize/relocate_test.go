@@ -155,3 +155,56 @@ func TestPurgeOfAnAdoptedDocumentRemovesItsOldObject(t *testing.T) {
 		t.Error("the old object outlived the purge")
 	}
 }
+
+// A finalisation that a phase 1 consumer began (object moved under
+// users/_unowned/, then a crash before its commit) and that is retried
+// after the document was given an owner finds the object there and
+// finishes under the owner's prefix, instead of rejecting the document
+// as object_missing while the bytes sit at the old key.
+func TestRetriedPhase1FinalisationFindsItsObject(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	content, sum := randomContent(t, 2000)
+	doc, ev := f.upload(t, content, sum)
+	old := blob.FinalKey(nil, doc.ID)
+	if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.fin.Finalize(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := store.GetDocument(ctx, f.db, doc.ID)
+	if err != nil || cur.Status != store.StatusReady || cur.StorageKey != blob.FinalKey(&f.user, doc.ID) {
+		t.Fatalf("after the retry: %s %s (%v)", cur.Status, cur.StorageKey, err)
+	}
+	if got := f.read(t, cur.StorageKey); !bytes.Equal(got, content) {
+		t.Error("the finalised object differs")
+	}
+	if f.exists(t, old) {
+		t.Error("the object is still under users/_unowned/ too")
+	}
+}
+
+// A document whose object is lost does not hold up the others' moves.
+func TestSweepMovesPastALostObject(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	content, _ := randomContent(t, 700)
+	lost, _ := f.adopted(t, content)
+	if err := f.blobs.Remove(ctx, lost.StorageKey); err != nil {
+		t.Fatal(err)
+	}
+	fine, _ := f.adopted(t, content)
+	res, err := f.fin.SweepOnce(ctx, finalize.SweepConfig{})
+	if err != nil || res.Relocated != 1 {
+		t.Fatalf("sweep: %+v, %v; want the other document moved", res, err)
+	}
+	if cur, _ := store.GetDocument(ctx, f.db, fine.ID); cur.StorageKey != blob.FinalKey(fine.UserID, fine.ID) {
+		t.Errorf("the other document is still at %s", cur.StorageKey)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -191,7 +192,7 @@ func TestOwnerRequiredMigrationDeletesPhase1Data(t *testing.T) {
 	ctx := context.Background()
 	p := newPhase1(t)
 	resolve := func(ctx context.Context, conn *pgx.Conn) error {
-		left, err := store.DeleteUnowned(ctx, conn)
+		left, _, err := store.DeleteUnowned(ctx, conn)
 		if err == nil && left > 0 {
 			return store.ErrConflict // "run again later"
 		}
@@ -211,7 +212,7 @@ func TestOwnerRequiredMigrationDeletesPhase1Data(t *testing.T) {
 		t.Fatalf("%d document.deleted events; want 3", n)
 	}
 	// A second run before the purge deletes nothing twice.
-	if _, err := store.DeleteUnowned(ctx, p.conn); err != nil {
+	if _, _, err := store.DeleteUnowned(ctx, p.conn); err != nil {
 		t.Fatal(err)
 	}
 	if n := p.count(t, `select count(*) from outbox where event_type = 'document.deleted'`); n != 3 {
@@ -240,5 +241,48 @@ func TestOwnerRequiredMigrationDeletesPhase1Data(t *testing.T) {
 		if got := p.count(t, `select count(*) from outbox where event_type = $1`, action); got != n {
 			t.Errorf("%d %s events; want %d", got, action, n)
 		}
+	}
+}
+
+// Adoption waits for a finalisation in flight (which holds its document's
+// advisory lock from reading the row to its commit): a document finalised
+// meanwhile is adopted as ready, and counted in the owner's quota, never
+// finished as unowned after it was given an owner.
+func TestAdoptionWaitsForFinalisationsInFlight(t *testing.T) {
+	ctx := context.Background()
+	p := newPhase1(t)
+	finalizer := connect(t, p.db.AdminDSN())
+	if _, err := finalizer.Exec(ctx, `select pg_advisory_lock(hashtextextended($1, 0))`, p.pending.String()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := store.AdoptUnowned(ctx, p.conn, p.alice)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("adoption did not wait for the finalisation in flight (%v)", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	// The finalisation commits (unowned, as it read the row) and unlocks.
+	if _, err := finalizer.Exec(ctx, `update documents set status = 'ready', finalized_at = now(),
+		storage_key = 'users/_unowned/documents/' || id where id = $1`, p.pending); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := finalizer.Exec(ctx, `select pg_advisory_unlock(hashtextextended($1, 0))`, p.pending.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var owner uuid.UUID
+	var usedBytes int64
+	if err := p.conn.QueryRow(ctx, `select (select user_id from documents where id = $1), (select used_bytes from quotas where user_id = $2)`,
+		p.pending, p.alice).Scan(&owner, &usedBytes); err != nil {
+		t.Fatal(err)
+	}
+	if owner != p.alice || usedBytes != 100+20+7 {
+		t.Errorf("finalised meanwhile: owner %v, alice's usage %d; want alice, 127", owner, usedBytes)
 	}
 }
