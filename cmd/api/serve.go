@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -32,7 +33,8 @@ type Config struct {
 	Quota           store.QuotaLimits // QUOTA_DEFAULT_BYTES, QUOTA_DEFAULT_DOCUMENTS
 	SecretKey       string            // SECRET_KEY: seals cloud credentials and signs access tokens (HKDF-derived keys)
 
-	UploadConcurrencyPerClient int // UPLOAD_CONCURRENCY_PER_CLIENT: uploads one client may send at once
+	UploadConcurrencyPerClient int            // UPLOAD_CONCURRENCY_PER_CLIENT: uploads one client may send at once
+	TrustedProxies             []netip.Prefix // TRUSTED_PROXIES: reverse proxies whose X-Forwarded-For is believed
 
 	Auth           httpapi.AuthConfig // AUTH_REGISTRATION, AUTH_REFRESH_TOKEN_TTL, AUTH_*_RATE_PER_*
 	AccessTokenTTL time.Duration      // AUTH_ACCESS_TOKEN_TTL
@@ -142,6 +144,9 @@ func loadServeConfig(src *config.Source) (Config, error) {
 		}
 		cfg.UploadConcurrencyPerClient = int(n)
 	}
+	if cfg.TrustedProxies, err = config.TrustedProxies("TRUSTED_PROXIES", src.Get("TRUSTED_PROXIES")); err != nil {
+		return cfg, err
+	}
 	cfg.DuplicatePolicy = cmp.Or(src.Get("DUPLICATE_POLICY"), "allow")
 	if cfg.Quota.Bytes, cfg.Quota.Documents, err = config.QuotaDefaults(src); err != nil {
 		return cfg, err
@@ -172,6 +177,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		"redis", cfg.Redis.Addr, "redis_db", cfg.Redis.DB,
 		"object_storage", cfg.S3.Endpoint.HostPort, "bucket", cfg.S3.Bucket,
 		"upload_max_bytes", cfg.UploadMaxBytes, "upload_concurrency_per_client", cfg.UploadConcurrencyPerClient,
+		"trusted_proxies", fmt.Sprint(cfg.TrustedProxies),
 		"duplicate_policy", cfg.DuplicatePolicy, "registration", cfg.Auth.Registration,
 		"access_token_ttl", cfg.AccessTokenTTL.String(), "refresh_token_ttl", cfg.Auth.RefreshTokenTTL.String())
 
@@ -206,7 +212,7 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		Cloud:    cloudsync.NewConnector(sealer),
 		Notifier: notifier,
 		Config: httpapi.Config{UploadMaxBytes: cfg.UploadMaxBytes, DuplicatePolicy: cfg.DuplicatePolicy, Quota: cfg.Quota,
-			UploadConcurrencyPerClient: cfg.UploadConcurrencyPerClient, Auth: cfg.Auth},
+			UploadConcurrencyPerClient: cfg.UploadConcurrencyPerClient, TrustedProxies: cfg.TrustedProxies, Auth: cfg.Auth},
 		Tokens:    tokens,
 		Passwords: auth.NewHasher(auth.DefaultArgon2),
 		Log:       log,

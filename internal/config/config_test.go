@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +92,43 @@ func TestEnvExampleDocumentsEveryKey(t *testing.T) {
 	}
 	for key := range documented {
 		t.Errorf(".env.example sets %s, which no binary reads", key)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	for raw, want := range map[string]string{
+		"":                                     "[]",
+		"  ":                                   "[]",
+		"127.0.0.1":                            "[127.0.0.1/32]",
+		"::1":                                  "[::1/128]",
+		"10.0.0.0/8, 2001:db8::/32 ,192.0.2.1": "[10.0.0.0/8 2001:db8::/32 192.0.2.1/32]",
+		"172.16.0.0/12":                        "[172.16.0.0/12]",
+	} {
+		got, err := TrustedProxies("TRUSTED_PROXIES", raw)
+		if err != nil || fmt.Sprint(got) != want {
+			t.Errorf("%q: %v, %v; want %s", raw, got, err, want)
+		}
+	}
+	for raw, wantInError := range map[string]string{
+		"proxy.example.org":   `"proxy.example.org" is not an IP address or CIDR prefix`,
+		"10.0.0.0/33":         `"10.0.0.0/33" is not an IP address or CIDR prefix`,
+		"10.0.0.1/8":          "did you mean 10.0.0.0/8?",
+		"127.0.0.1,,10.0.0.1": "entry 2 is empty",
+		"127.0.0.1,":          "entry 2 is empty",
+		"10.0.0.1:8080":       `"10.0.0.1:8080" is not an IP address`,
+		"fe80::1%eth0":        "has a zone",
+		"::ffff:10.0.0.1":     "write it as IPv4 (10.0.0.1)",
+		"0.0.0.0/0":           "trusts every address",
+		"127.0.0.1, ::/0":     "trusts every address",
+	} {
+		_, err := TrustedProxies("TRUSTED_PROXIES", raw)
+		if err == nil {
+			t.Errorf("%q accepted", raw)
+			continue
+		}
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "TRUSTED_PROXIES: ") || !strings.Contains(msg, wantInError) || strings.Contains(msg, "\n") {
+			t.Errorf("%q: error %q; want one line naming the key and %q", raw, msg, wantInError)
+		}
 	}
 }

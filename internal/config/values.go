@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -290,4 +291,52 @@ func RateLimit(key, raw string) (int, time.Duration, error) {
 		return 0, 0, errorf(key, "%q is not COUNT/DURATION with a duration of 1s to 24h (such as 10/1m)", raw)
 	}
 	return count, period, nil
+}
+
+// TrustedProxies parses a comma-separated list of IP addresses and CIDR
+// prefixes ("10.0.0.0/8, 2001:db8::/32, 192.0.2.1"): the reverse proxies
+// whose X-Forwarded-For the API believes. Empty means none. An address is
+// a prefix of one address. Refused, each with its own one-line error: an
+// empty entry, an entry that is neither, a zone, a prefix with host bits
+// set (a typo more often than not), an IPv4-mapped IPv6 entry (write the
+// IPv4 form: the API unmaps the addresses it compares), and a /0, which
+// would let every client forge its address.
+func TrustedProxies(key, raw string) ([]netip.Prefix, error) {
+	if strings.TrimSpace(raw) == "" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for i, entry := range strings.Split(raw, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			return nil, errorf(key, "entry %d is empty (write IP addresses or CIDR prefixes separated by commas, such as 127.0.0.1,10.0.0.0/8)", i+1)
+		}
+		var p netip.Prefix
+		if strings.Contains(entry, "/") {
+			var err error
+			if p, err = netip.ParsePrefix(entry); err != nil {
+				return nil, errorf(key, "%q is not an IP address or CIDR prefix (such as 10.0.0.0/8 or 2001:db8::/32)", entry)
+			}
+			if p != p.Masked() {
+				return nil, errorf(key, "%q has bits set after its prefix length; did you mean %s?", entry, p.Masked())
+			}
+		} else {
+			a, err := netip.ParseAddr(entry)
+			if err != nil {
+				return nil, errorf(key, "%q is not an IP address or CIDR prefix (such as 10.0.0.0/8 or 2001:db8::/32)", entry)
+			}
+			if a.Zone() != "" {
+				return nil, errorf(key, "%q has a zone; write the address without it", entry)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		switch {
+		case p.Addr().Is4In6():
+			return nil, errorf(key, "%q is an IPv4-mapped IPv6 address; write it as IPv4 (%s)", entry, p.Addr().Unmap())
+		case p.Bits() == 0:
+			return nil, errorf(key, "%q trusts every address: any client could then forge its address in X-Forwarded-For; list the proxies' addresses", entry)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

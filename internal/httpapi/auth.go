@@ -248,9 +248,11 @@ type rateCheck struct {
 	limit          auth.Limit
 }
 
-func byIP(r *http.Request, l auth.Limit) rateCheck {
+// byIP counts against the request's client address (clientAddr; IPv6:
+// its /64).
+func (s *server) byIP(r *http.Request, l auth.Limit) rateCheck {
 	ip := "unknown"
-	if a := clientKey(r); a.IsValid() {
+	if a := clientKey(s.clientAddr(r)); a.IsValid() {
 		ip = a.String()
 	}
 	return rateCheck{"ip", ip, l}
@@ -293,7 +295,7 @@ func (s *server) recordAuth(r *http.Request, change func(ctx context.Context, tx
 			return err
 		}
 		wrote = true
-		return store.RecordAll(ctx, tx, evs, origin(r))
+		return store.RecordAll(ctx, tx, evs, s.origin(r))
 	})
 	if err == nil && wrote {
 		s.Notifier.Poke()
@@ -336,7 +338,7 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lim := s.Config.Auth.Limits
-	if !s.allow(w, r, "register", byIP(r, lim.RegisterPerIP), byAccount(auth.AccountKey(email), lim.RegisterPerAccount)) {
+	if !s.allow(w, r, "register", s.byIP(r, lim.RegisterPerIP), byAccount(auth.AccountKey(email), lim.RegisterPerAccount)) {
 		return
 	}
 	if err := auth.CheckPassword(*in.Password, email); err != nil {
@@ -391,7 +393,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	email := strings.TrimSpace(*in.Email)
 	lim := s.Config.Auth.Limits
-	if !s.allow(w, r, "login", byIP(r, lim.LoginPerIP), byAccount(auth.AccountKey(email), lim.LoginPerAccount)) {
+	if !s.allow(w, r, "login", s.byIP(r, lim.LoginPerIP), byAccount(auth.AccountKey(email), lim.LoginPerAccount)) {
 		return
 	}
 	ctx := r.Context()
@@ -472,7 +474,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 
 // insertRefreshToken stores a new refresh token of user in family.
 func (s *server) insertRefreshToken(ctx context.Context, tx pgx.Tx, r *http.Request, user, family uuid.UUID, hash []byte) error {
-	o := origin(r)
+	o := s.origin(r)
 	_, err := store.InsertRefreshToken(ctx, tx, store.RefreshToken{ID: uuid.Must(uuid.NewV7()), UserID: user, FamilyID: family,
 		TokenHash: hash, UserAgent: o.UserAgent, ClientIP: o.ClientIP}, s.Config.Auth.RefreshTokenTTL)
 	return err
@@ -512,8 +514,14 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Every attempt counts against its client's address (behind trusted
+	// proxies: the forwarded client's, so junk from one client exhausts
+	// its own budget only). The account's budget is only charged once
+	// the token is known to be its: a token that is not of the format
+	// NewRefreshToken makes, or that matches no stored token, gets its
+	// 401 before, and charges no account.
 	lim := s.Config.Auth.Limits
-	if !s.allow(w, r, "refresh", byIP(r, lim.RefreshPerIP)) {
+	if !s.allow(w, r, "refresh", s.byIP(r, lim.RefreshPerIP)) {
 		return
 	}
 	hash, ok := auth.RefreshTokenHash(*in.RefreshToken)
@@ -562,7 +570,7 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 			return nil, err
 		}
 		next := uuid.Must(uuid.NewV7())
-		o := origin(r)
+		o := s.origin(r)
 		if _, err := store.InsertRefreshToken(ctx, tx, store.RefreshToken{ID: next, UserID: u.ID, FamilyID: t.FamilyID,
 			TokenHash: nextHash, UserAgent: o.UserAgent, ClientIP: o.ClientIP}, s.Config.Auth.RefreshTokenTTL); err != nil {
 			return nil, err
@@ -678,7 +686,7 @@ func (s *server) changePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	// The current password is guessed no faster here than at login.
 	lim := s.Config.Auth.Limits
-	if !s.allow(w, r, "password", byIP(r, lim.LoginPerIP), byAccount(u.ID.String(), lim.LoginPerAccount)) {
+	if !s.allow(w, r, "password", s.byIP(r, lim.LoginPerIP), byAccount(u.ID.String(), lim.LoginPerAccount)) {
 		return
 	}
 	ctx := r.Context()

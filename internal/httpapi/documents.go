@@ -12,7 +12,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -222,7 +221,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	client := clientKey(r)
+	client := clientKey(s.clientAddr(r))
 	if !s.uploads.acquire(client) {
 		retryAfter(w, uploadRetryAfter)
 		s.fail(w, r, tooManyUploads(s.Config.UploadConcurrencyPerClient))
@@ -397,7 +396,7 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 	// bytes staged, finishing is cheaper than guessing.
 	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	doc, err = store.InsertUpload(dbCtx, s.DB, doc, ev, origin(r))
+	doc, err = store.InsertUpload(dbCtx, s.DB, doc, ev, s.origin(r))
 	if errors.Is(err, store.ErrConflict) && idemKey != "" {
 		// A concurrent request with the same key committed first.
 		if first, err := store.DocumentByIdempotencyKey(ctx, s.DB, owner, idemKey); err == nil {
@@ -650,16 +649,15 @@ func correlationID(r *http.Request) uuid.UUID {
 	return uuid.Must(uuid.NewV7())
 }
 
-// origin is the audit context of a request: its client, request id and
-// span (tracing.Middleware).
-func origin(r *http.Request) store.Origin {
+// origin is the audit context of a request: its client (clientAddr),
+// request id and span (tracing.Middleware).
+func (s *server) origin(r *http.Request) store.Origin {
 	ctx := r.Context()
 	// A header value may hold any byte but the ones net/http refuses;
 	// PostgreSQL text holds UTF-8 without NUL only.
 	ua := strings.ToValidUTF8(strings.ReplaceAll(r.UserAgent(), "\x00", ""), "\uFFFD")
 	o := store.Origin{UserAgent: ua, RequestID: tracing.RequestID(ctx), Traceparent: tracing.Traceparent(ctx)}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		ip := ap.Addr().Unmap()
+	if ip := s.clientAddr(r); ip.IsValid() {
 		o.ClientIP = &ip
 	}
 	return o
@@ -887,7 +885,7 @@ func (s *server) deleteDocument(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		return store.Record(ctx, tx, ev, origin(r))
+		return store.Record(ctx, tx, ev, s.origin(r))
 	})
 	if err != nil {
 		s.fail(w, r, dbErr(err))

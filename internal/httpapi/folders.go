@@ -73,7 +73,7 @@ func (s *server) recordChanges(r *http.Request, change func(tx pgx.Tx) ([]events
 		if err != nil {
 			return err
 		}
-		return store.RecordAll(ctx, tx, evs, origin(r))
+		return store.RecordAll(ctx, tx, evs, s.origin(r))
 	})
 	if err == nil {
 		s.Notifier.Poke()

@@ -85,16 +85,12 @@ func (l *clientLimiter) release(client netip.Addr) {
 	l.inFlight[client]--
 }
 
-// clientKey is who a request counts against: its peer's IP address, or
-// for IPv6 the /64 it belongs to (one host usually holds a whole /64).
-// Behind a reverse proxy every request comes from the proxy's address.
-// An unparsable peer (not TCP) gives the zero Addr, shared by all such.
-func clientKey(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	ip := ap.Addr().Unmap()
+// clientKey is who a client address counts against: the address, or for
+// IPv6 the /64 it belongs to (one host usually holds a whole /64). The
+// address is the request's client (clientAddr): its peer's, or behind
+// trusted proxies the one they forwarded. The zero Addr (a peer that is
+// not TCP) stays zero, shared by all such.
+func clientKey(ip netip.Addr) netip.Addr {
 	if ip.Is6() {
 		if p, err := ip.Prefix(64); err == nil {
 			return p.Addr()

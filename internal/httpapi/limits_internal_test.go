@@ -15,7 +15,7 @@ func TestClientKey(t *testing.T) {
 		"[2001:db8:1:3::1]:1":               "2001:db8:1:3::",
 		"pipe":                              "invalid IP",
 	} {
-		if got := clientKey(&http.Request{RemoteAddr: remote}).String(); got != want {
+		if got := clientKey(clientAddr(&http.Request{RemoteAddr: remote}, nil)).String(); got != want {
 			t.Errorf("clientKey(%s) = %s; want %s", remote, got, want)
 		}
 	}

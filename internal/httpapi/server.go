@@ -6,6 +6,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -27,6 +28,13 @@ type Config struct {
 	// Quota is the default limits of owners whose quotas row sets none
 	// (a zero limit: config.DefaultQuotaBytes, DefaultQuotaDocuments).
 	Quota store.QuotaLimits
+
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed (TRUSTED_PROXIES): a request from one of them is counted
+	// and recorded as coming from the client they forwarded it for
+	// (clientip.go). None (the default): the client is the connection's
+	// peer and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 
 	// UploadConcurrencyPerClient is how many uploads one client (an IP
 	// address; for IPv6 its /64) may send at once; more are answered 429
