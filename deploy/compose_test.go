@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -39,24 +41,45 @@ type serviceSpec struct {
 	command   []string
 	dependsOn map[string]string // service -> condition
 	env       []string          // keys its command needs
-	listenKey string            // the address its health probe targets ("" for one-shots)
+	// reads is every setting its command reads (cmd/api, cmd/relay,
+	// cmd/consumer and the readers in internal/config they call, logging
+	// included): each one .env.example documents must be in its
+	// environment, or setting it in .env would silently do nothing.
+	// Every key of internal/config.Keys is read by some service here
+	// (TestSettingsClassified): a new setting must be placed.
+	reads     []string
+	listenKey string // the address its health probe targets ("" for one-shots)
 }
+
+// Settings several commands read.
+var (
+	logSettings   = []string{"LOG_LEVEL", "LOG_FORMAT"}
+	minioSettings = []string{"MINIO_ENDPOINT", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "MINIO_BUCKET"}
+	quotaSettings = []string{"QUOTA_DEFAULT_BYTES", "QUOTA_DEFAULT_DOCUMENTS"}
+	authSettings  = []string{"AUTH_REGISTRATION", "AUTH_ACCESS_TOKEN_TTL", "AUTH_REFRESH_TOKEN_TTL",
+		"AUTH_LOGIN_RATE_PER_IP", "AUTH_LOGIN_RATE_PER_ACCOUNT",
+		"AUTH_REGISTER_RATE_PER_IP", "AUTH_REGISTER_RATE_PER_ACCOUNT",
+		"AUTH_REFRESH_RATE_PER_IP", "AUTH_REFRESH_RATE_PER_ACCOUNT"}
+)
 
 var specs = map[string]serviceSpec{
 	"init-db": {
 		command:   []string{"api", "init-db"},
 		dependsOn: map[string]string{"postgres": healthy},
 		env:       []string{"DATABASE_ADMIN_URL", "DATABASE_URL", "DATABASE_MIGRATE_URL"},
+		reads:     slices.Concat([]string{"DATABASE_ADMIN_URL", "DATABASE_URL", "DATABASE_MIGRATE_URL"}, logSettings),
 	},
 	"migrate": {
 		command:   []string{"api", "migrate"},
 		dependsOn: map[string]string{"postgres": healthy, "init-db": completed},
 		env:       []string{"DATABASE_MIGRATE_URL"},
+		reads:     slices.Concat([]string{"DATABASE_MIGRATE_URL"}, logSettings),
 	},
 	"init-bucket": {
 		command:   []string{"api", "init-bucket"},
 		dependsOn: map[string]string{"minio": healthy},
 		env:       []string{"MINIO_ENDPOINT", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"},
+		reads:     slices.Concat(minioSettings, logSettings),
 	},
 	"api": {
 		command: []string{"api"},
@@ -64,6 +87,9 @@ var specs = map[string]serviceSpec{
 			"init-db": completed, "migrate": completed, "init-bucket": completed},
 		env: []string{"DATABASE_URL", "REDIS_URL", "MINIO_ENDPOINT", "MINIO_ROOT_USER",
 			"MINIO_ROOT_PASSWORD", "SECRET_KEY", "HTTP_ADDR"},
+		reads: slices.Concat([]string{"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "HTTP_ADDR",
+			"UPLOAD_MAX_BYTES", "UPLOAD_CONCURRENCY_PER_CLIENT", "TRUSTED_PROXIES", "DUPLICATE_POLICY"},
+			minioSettings, quotaSettings, authSettings, logSettings),
 		listenKey: "HTTP_ADDR",
 	},
 	// The relay touches neither MinIO nor the bucket.
@@ -72,6 +98,7 @@ var specs = map[string]serviceSpec{
 		dependsOn: map[string]string{"postgres": healthy, "redis": healthy,
 			"init-db": completed, "migrate": completed},
 		env:       []string{"DATABASE_URL", "REDIS_URL", "METRICS_ADDR"},
+		reads:     slices.Concat([]string{"DATABASE_URL", "REDIS_URL", "METRICS_ADDR", "STREAM_RETENTION"}, logSettings),
 		listenKey: "METRICS_ADDR",
 	},
 	"consumer": {
@@ -80,6 +107,8 @@ var specs = map[string]serviceSpec{
 			"init-db": completed, "migrate": completed, "init-bucket": completed},
 		env: []string{"DATABASE_URL", "REDIS_URL", "MINIO_ENDPOINT", "MINIO_ROOT_USER",
 			"MINIO_ROOT_PASSWORD", "SECRET_KEY", "METRICS_ADDR"},
+		reads: slices.Concat([]string{"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "METRICS_ADDR", "CLAIM_AFTER"},
+			minioSettings, quotaSettings, logSettings),
 		listenKey: "METRICS_ADDR",
 	},
 }
@@ -187,6 +216,7 @@ func checkCompose(ctx context.Context, dir string) []string {
 	checkVolumes(&p, project)
 	checkImages(&p, project, dir)
 	checkDocuVaultServices(&p, project)
+	checkForwarded(&p, project, env)
 	checkDataStores(&p, project)
 	return p
 }
@@ -395,6 +425,62 @@ func checkDocuVaultServices(p *problems, project *types.Project) {
 	}
 }
 
+// checkForwarded: a DocuVault container sees only the variables in its
+// environment:, so each setting its command reads and .env.example
+// documents is forwarded (as ${KEY:-} when optional: an empty value is the
+// binary's default), or setting it in .env would silently do nothing.
+func checkForwarded(p *problems, project *types.Project, env envExample) {
+	for name, spec := range specs {
+		s, ok := project.Services[name]
+		if !ok {
+			continue
+		}
+		for _, key := range spec.reads {
+			if _, ok := s.Environment[key]; !ok && env.documented[key] {
+				p.addf("%s: environment: %s is not forwarded (its command reads it; .env.example documents it): add %s: ${%s:-}", name, key, key, key)
+			}
+		}
+	}
+}
+
+// unclassified returns the problems with the reads of specs against keys
+// (internal/config.Keys): a key no service reads, or a read that is no key.
+func unclassified(keys []string) []string {
+	var p problems
+	read := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(specs)) {
+		for _, key := range specs[name].reads {
+			read[key] = true
+			if !slices.Contains(keys, key) {
+				p.addf("%s: reads %s, which is not in internal/config.Keys", name, key)
+			}
+		}
+	}
+	for _, key := range keys {
+		if !read[key] {
+			p.addf("%s: in internal/config.Keys but no service's reads in deploy/compose_test.go: add it to each service whose command reads it (and forward it in docker-compose.yml)", key)
+		}
+	}
+	return p
+}
+
+// TestSettingsClassified keeps specs' reads in step with internal/config:
+// a new setting must be placed with the services that read it, which
+// checkForwarded then holds docker-compose.yml to.
+func TestSettingsClassified(t *testing.T) {
+	t.Parallel()
+	for _, problem := range unclassified(config.Keys) {
+		t.Error(problem)
+	}
+	// And the check can fail.
+	if got := unclassified(append(slices.Clone(config.Keys), "NEW_SETTING")); len(got) != 1 || !strings.HasPrefix(got[0], "NEW_SETTING: ") {
+		t.Errorf("a setting no service reads: reported %q", got)
+	}
+	if got := unclassified(slices.DeleteFunc(slices.Clone(config.Keys), func(k string) bool { return k == "CLAIM_AFTER" })); len(got) != 1 || !strings.Contains(got[0], "reads CLAIM_AFTER") {
+		t.Errorf("a read that is no setting: reported %q", got)
+	}
+}
+
 // checkProbe: the health check runs the image's probe against /readyz on
 // the port the process listens on.
 func checkProbe(p *problems, name string, s types.ServiceConfig, listenKey string) {
@@ -477,7 +563,8 @@ func checkReferences(p *problems, raw map[string]any, env envExample) {
 }
 
 // secretKeyRE matches settings that hold a secret (MINIO_ROOT_USER is
-// MinIO's access key). A KEY_FILE names a file, not a secret.
+// MinIO's access key). A KEY_FILE names a file, a KEY_TTL (such as
+// AUTH_ACCESS_TOKEN_TTL) a duration: not secrets.
 var secretKeyRE = regexp.MustCompile(`(?i)(passw|secret|token|key|credential|private|root_user)`)
 
 // A value that only refers to .env, with no default (a default would be a
@@ -494,7 +581,7 @@ func checkLiteralSecrets(p *problems, raw map[string]any) {
 	for name, svc := range services {
 		svc, _ := svc.(map[string]any)
 		for key, v := range environment(svc["environment"]) {
-			if secretKeyRE.MatchString(key) && !strings.HasSuffix(key, "_FILE") && !pureReferenceRE.MatchString(v) {
+			if secretKeyRE.MatchString(key) && !strings.HasSuffix(key, "_FILE") && !strings.HasSuffix(key, "_TTL") && !pureReferenceRE.MatchString(v) {
 				p.addf("%s: secret %s is %q, want ${%s} from .env without a default", name, key, v, key)
 			}
 		}
