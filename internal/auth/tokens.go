@@ -2,16 +2,20 @@ package auth
 
 import (
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"github.com/docuvault/docuvault/internal/events"
 )
 
 // Access tokens are JWTs (RFC 7519) signed with HMAC-SHA-256 under a key
@@ -79,6 +83,21 @@ type TokenIssuer struct {
 	ttl    time.Duration
 	now    func() time.Time
 	parser *jwt.Parser
+	// pseudonym keys the ids of failed logins for unknown emails.
+	pseudonym []byte
+}
+
+// unknownLoginInfo is the HKDF info string of the key of UnknownUserID.
+const unknownLoginInfo = "docuvault/unknown-login-id/v1"
+
+// UnknownUserID is the id failed logins for email, which no account has,
+// are recorded under: the same for every attempt on that address (any
+// case, surrounding spaces ignored), and neither the address nor a hash
+// anyone without SECRET_KEY could check a guess against.
+func (it *TokenIssuer) UnknownUserID(email string) uuid.UUID {
+	mac := hmac.New(sha256.New, it.pseudonym)
+	mac.Write([]byte(strings.ToLower(strings.TrimSpace(email))))
+	return events.UnknownUserID(mac.Sum(nil))
 }
 
 // NewIssuer derives the signing key from secretKey (SECRET_KEY; at least
@@ -91,8 +110,12 @@ func NewIssuer(secretKey string, cfg IssuerConfig) (*TokenIssuer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive the token signing key: %w", err)
 	}
+	pseudonym, err := hkdf.Key(sha256.New, []byte(secretKey), nil, unknownLoginInfo, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive the unknown login key: %w", err)
+	}
 	sum := sha256.Sum256(key)
-	it := &TokenIssuer{kid: hex.EncodeToString(sum[:8]), key: key, ttl: cfg.TTL, now: cfg.Now}
+	it := &TokenIssuer{kid: hex.EncodeToString(sum[:8]), key: key, pseudonym: pseudonym, ttl: cfg.TTL, now: cfg.Now}
 	if it.ttl <= 0 {
 		it.ttl = DefaultAccessTokenTTL
 	}

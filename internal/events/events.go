@@ -10,7 +10,6 @@ package events
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -307,9 +306,10 @@ type UserAuth struct {
 var unknownUserSpace = uuid.MustParse("6f1d8a52-3c4b-5e7f-9a0b-1c2d3e4f5a6b")
 
 // UnknownUserID is the aggregate id of a user.login_failed for an email
-// no account has: a UUIDv5 of the lowercased, trimmed email, so that the
-// failures for one address can be told apart and counted without the
-// address itself being recorded.
-func UnknownUserID(email string) uuid.UUID {
-	return uuid.NewSHA1(unknownUserSpace, []byte(strings.ToLower(strings.TrimSpace(email))))
+// no account has: a UUIDv5 of mac, a keyed hash of the lowercased, trimmed
+// email (auth.TokenIssuer.UnknownUserID), so that the failures for one
+// address can be told apart and counted without the address being
+// recorded, nor confirmed by whoever reads the stream and guesses it.
+func UnknownUserID(mac []byte) uuid.UUID {
+	return uuid.NewSHA1(unknownUserSpace, mac)
 }

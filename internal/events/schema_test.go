@@ -207,7 +207,7 @@ func samples(t *testing.T) []Envelope {
 		{UserRegistered, "user", System, nil, User{ID: owner, Email: "Bob.Smith+dv@example.org"}},
 		{UserLoggedIn, "user", user, nil, UserAuth{ID: owner, SessionID: &session}},
 		{UserLoginFailed, "user", Anonymous, nil, UserAuth{ID: owner, Reason: LoginWrongPassword}},
-		{UserLoginFailed, "user", Anonymous, nil, UserAuth{ID: UnknownUserID("nobody@example.org"), Reason: LoginUnknownUser}},
+		{UserLoginFailed, "user", Anonymous, nil, UserAuth{ID: UnknownUserID([]byte("an hmac of the address")), Reason: LoginUnknownUser}},
 		{UserTokenRefreshed, "user", user, nil, UserAuth{ID: owner, SessionID: &session}},
 		{UserTokenReuseDetected, "user", Anonymous, nil, UserAuth{ID: owner, SessionID: &session, Reason: ReuseUsed, RevokedTokens: ptr[int64](1)}},
 		{UserLoggedOut, "user", user, nil, UserAuth{ID: owner, SessionID: &session, RevokedTokens: ptr[int64](2)}},

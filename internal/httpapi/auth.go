@@ -427,7 +427,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		reason = events.LoginDisabled
 	}
 	if reason != "" {
-		id := events.UnknownUserID(email)
+		id := s.Tokens.UnknownUserID(email)
 		if known {
 			id = u.ID
 		}

@@ -414,8 +414,23 @@ func TestLoginFailuresLookAlike(t *testing.T) {
 			failed[authData(t, ev).Reason] = ev
 		}
 	}
-	if ev := failed[events.LoginUnknownUser]; ev.AggregateID != events.UnknownUserID("Nobody@example.org") || ev.Actor != events.Anonymous {
-		t.Errorf("unknown email's event: %+v; want aggregate %s", ev, events.UnknownUserID("nobody@example.org"))
+	// The unknown address is recorded under an id keyed by SECRET_KEY:
+	// the same for every attempt on it (any case), but not one a reader
+	// of the stream could compute from a guessed address.
+	ours, err := auth.NewIssuer(authSecret, auth.IssuerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := auth.NewIssuer(authSecret+"-another-server", auth.IssuerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ours.UnknownUserID(" Nobody@Example.org")
+	if ev := failed[events.LoginUnknownUser]; ev.AggregateID != want || ev.Actor != events.Anonymous {
+		t.Errorf("unknown email's event: %+v; want aggregate %s", ev, want)
+	}
+	if theirs.UnknownUserID("nobody@example.org") == want || want == events.UnknownUserID([]byte("nobody@example.org")) {
+		t.Error("the unknown address's id does not depend on SECRET_KEY")
 	}
 	if ev := failed[events.LoginWrongPassword]; ev.ID == uuid.Nil {
 		t.Error("no user.login_failed for the wrong password")
