@@ -414,7 +414,7 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 		done, err = store.FinishAndRecord(ctx, conn, ConsumerName, ev.ID, doc.ID, status, key, reasonPtr, out, origin(ctx))
 		stale = err == nil && !done
 	} else {
-		err = f.finishCharged(ctx, conn, ev, doc, status, key, reasonPtr, typ, &stale)
+		err = f.finishCharged(ctx, conn, ev, doc, key, &stale)
 	}
 	if err != nil {
 		return err
@@ -444,40 +444,48 @@ func origin(ctx context.Context) store.Origin {
 }
 
 // finishCharged is finish for a document that becomes ready and has an
-// owner: the quota charge decides, in the same transaction.
-func (f *Finalizer) finishCharged(ctx context.Context, conn db, ev events.Envelope, doc store.Document, status, key string, reasonPtr *string, typ string, stale *bool) error {
-	return store.WithTx(ctx, conn, func(tx pgx.Tx) error {
-		fresh, err := store.MarkProcessed(ctx, tx, ConsumerName, ev.ID)
+// owner: the quota charge decides, in the same statement
+// (store.FinishChargedAndRecord); errOverQuota when it does not fit. A
+// document whose topic or folder changed since it was read is read again,
+// so that its event carries it as it is.
+func (f *Finalizer) finishCharged(ctx context.Context, conn db, ev events.Envelope, doc store.Document, key string, stale *bool) error {
+	for range 5 {
+		expected := doc
+		expected.Status, expected.StorageKey = store.StatusReady, key
+		out, err := events.New(events.DocumentFinalized, "document", doc.ID, events.System, ev.CorrelationID, &ev, expected.EventData())
 		if err != nil {
 			return err
 		}
-		if !fresh {
-			*stale = true
-			return nil
-		}
-		updated, err := store.FinishDocument(ctx, tx, doc.ID, status, key, reasonPtr)
-		if errors.Is(err, store.ErrNotFound) {
-			*stale = true
-			return nil
-		}
-		if err != nil {
+		outcome, err := store.FinishChargedAndRecord(ctx, conn, ConsumerName, ev.ID, doc, key, f.quota, out, origin(ctx))
+		switch {
+		case err != nil:
 			return err
-		}
-		if status == store.StatusReady && doc.UserID != nil {
-			ok, err := store.ChargeQuota(ctx, tx, *doc.UserID, doc.SizeBytes, f.quota)
-			if err != nil {
+		case outcome == store.Charged:
+			return nil
+		case outcome == store.ChargeRefused:
+			return errOverQuota
+		case outcome == store.ChargeNoRow:
+			if err := store.EnsureQuotaRow(ctx, conn, *doc.UserID); err != nil {
 				return err
 			}
-			if !ok {
-				return errOverQuota
-			}
+			continue
 		}
-		out, err := events.New(typ, "document", doc.ID, events.System, ev.CorrelationID, &ev, updated.EventData())
+		// Not applied: handled before, no longer pending, or changed.
+		handled, err := store.Processed(ctx, conn, ConsumerName, ev.ID)
 		if err != nil {
 			return err
 		}
-		return store.Record(ctx, tx, out, origin(ctx))
-	})
+		cur, err := store.GetDocument(ctx, conn, doc.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if handled || err != nil || cur.Status != store.StatusPending {
+			*stale = true
+			return nil
+		}
+		doc = cur
+	}
+	return errors.New("finalize: the document or its owner's quota row keeps changing")
 }
 
 // Purge removes the objects of a deleted document, wherever they are.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -306,4 +307,96 @@ func RequeueStuckUploads(ctx context.Context, db Beginner, olderThan time.Durati
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	return n, translate(err)
+}
+
+// ChargedOutcome is what FinishChargedAndRecord did.
+type ChargedOutcome int
+
+const (
+	// Charged: the document is ready, the owner's quota charged, the
+	// event handled and recorded.
+	Charged ChargedOutcome = iota
+	// ChargeNotApplied: nothing changed: the event was handled before,
+	// or the document is no longer pending, or no longer as expected (its
+	// topic or folder changed): read it again to tell.
+	ChargeNotApplied
+	// ChargeRefused: the document does not fit the owner's quota; nothing
+	// changed.
+	ChargeRefused
+	// ChargeNoRow: the owner has no quotas row yet (EnsureQuotaRow, then
+	// again); nothing changed.
+	ChargeNoRow
+)
+
+// FinishChargedAndRecord is FinishAndRecord for a document that becomes
+// ready and has an owner, whose quota it charges, all in one statement
+// (one round trip, no transaction held open): it locks the owner's quotas
+// row only if the document still fits (rechecked on the row's latest
+// version), then marks the document, still pending and as expected
+// (topic and folder, which out carries), ready at finalKey, the event
+// handled, charges the quota and writes the audit and outbox rows of out.
+// If any step does not apply, nothing changes. The quota row's lock is
+// taken first and held to the commit, so concurrent finalisations of one
+// owner's documents never take it over its limits. Deliveries of one
+// document are serialised by the caller (its advisory lock), so the
+// handled check on the statement's snapshot is current.
+func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, eventID uuid.UUID, doc Document, finalKey string,
+	def QuotaLimits, out events.Envelope, origin Origin) (ChargedOutcome, error) {
+	if doc.UserID == nil {
+		return 0, errors.New("finish charged: the document has no owner")
+	}
+	payload, err := json.Marshal(out)
+	if err != nil {
+		return 0, fmt.Errorf("encode event: %w", err)
+	}
+	var done, fits int
+	var row bool
+	err = db.QueryRow(ctx, `with fits as (
+			select user_id from quotas where user_id = $20
+				and used_bytes + $21 <= coalesce(max_bytes, $22) and used_documents + 1 <= coalesce(max_documents, $23)
+			for update),
+		doc as (
+			update documents set status = 'ready', storage_key = $4, reject_reason = null, finalized_at = now(), updated_at = now()
+			where id = $3 and status = 'pending' and topic_id is not distinct from $24 and folder_id is not distinct from $25
+				and exists (select 1 from fits)
+				and not exists (select 1 from processed_events where consumer = $1 and event_id = $2)
+			returning id),
+		handled as (
+			insert into processed_events (consumer, event_id) select $1, $2 from doc),
+		charged as (
+			update quotas set used_bytes = used_bytes + $21, used_documents = used_documents + 1, updated_at = now()
+			where user_id = $20 and exists (select 1 from doc)
+			returning user_id),
+		audit as (
+			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
+				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
+			select $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $17, nullif($18, ''), nullif($19, '') from doc),
+		queued as (
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
+				request_id, traceparent)
+			select $11, $15, $8, $9, $10, $12, $16, $5, $17, nullif($18, ''), nullif($19, '') from doc)
+		select (select count(*) from charged), (select count(*) from fits), exists (select 1 from quotas where user_id = $20)`,
+		consumer, eventID, doc.ID, finalKey,
+		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
+		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version,
+		truncate(origin.RequestID, 200), origin.Traceparent,
+		*doc.UserID, doc.SizeBytes, def.Bytes, def.Documents, doc.TopicID, doc.FolderID).Scan(&done, &fits, &row)
+	switch {
+	case err != nil:
+		return 0, translate(err)
+	case done == 1:
+		return Charged, nil
+	case fits == 1:
+		return ChargeNotApplied, nil
+	case !row:
+		return ChargeNoRow, nil
+	}
+	return ChargeRefused, nil
+}
+
+// EnsureQuotaRow makes user's quotas row (default limits, nothing used)
+// unless it exists.
+func EnsureQuotaRow(ctx context.Context, db DBTX, user uuid.UUID) error {
+	_, err := db.Exec(ctx, `insert into quotas (user_id) values ($1) on conflict (user_id) do nothing`, user)
+	return translate(err)
 }

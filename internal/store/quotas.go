@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -58,19 +57,3 @@ func SetQuotaLimits(ctx context.Context, db DBTX, user uuid.UUID, maxBytes, maxD
 	return translate(err)
 }
 
-// ChargeQuota adds one document of size bytes to user's usage in tx if it
-// fits within the limits, and reports whether it did. The update locks the
-// owner's quota row, so concurrent charges are serialised and usage never
-// passes a limit.
-func ChargeQuota(ctx context.Context, tx pgx.Tx, user uuid.UUID, size int64, def QuotaLimits) (bool, error) {
-	if _, err := tx.Exec(ctx, `insert into quotas (user_id) values ($1) on conflict (user_id) do nothing`, user); err != nil {
-		return false, fmt.Errorf("quota row: %w", translate(err))
-	}
-	tag, err := tx.Exec(ctx, `update quotas set used_bytes = used_bytes + $2, used_documents = used_documents + 1, updated_at = now()
-		where user_id = $1 and used_bytes + $2 <= coalesce(max_bytes, $3) and used_documents + 1 <= coalesce(max_documents, $4)`,
-		user, size, def.Bytes, def.Documents)
-	if err != nil {
-		return false, translate(err)
-	}
-	return tag.RowsAffected() == 1, nil
-}
