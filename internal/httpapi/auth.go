@@ -191,6 +191,21 @@ type credentials struct {
 	Password *string `json:"password"`
 }
 
+// readCredentials decodes the body of register and login, both fields
+// required, or answers the problem and reports false.
+func (s *server) readCredentials(w http.ResponseWriter, r *http.Request) (credentials, bool) {
+	var in credentials
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return in, false
+	}
+	if err := requireFields("email", in.Email, "password", in.Password); err != nil {
+		s.fail(w, r, err)
+		return in, false
+	}
+	return in, true
+}
+
 // requireFields checks that the named fields are present and not empty.
 func requireFields(fields ...any) error {
 	for i := 0; i+1 < len(fields); i += 2 {
@@ -323,13 +338,8 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) {
 	if !s.needIssuer(w, r) {
 		return
 	}
-	var in credentials
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := requireFields("email", in.Email, "password", in.Password); err != nil {
-		s.fail(w, r, err)
+	in, ok := s.readCredentials(w, r)
+	if !ok {
 		return
 	}
 	email, err := validEmail(*in.Email)
@@ -382,13 +392,8 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 	if !s.needIssuer(w, r) {
 		return
 	}
-	var in credentials
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := requireFields("email", in.Email, "password", in.Password); err != nil {
-		s.fail(w, r, err)
+	in, read := s.readCredentials(w, r)
+	if !read {
 		return
 	}
 	email := strings.TrimSpace(*in.Email)

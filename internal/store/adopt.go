@@ -18,6 +18,16 @@ import (
 // them (DeleteUnowned), through the pipeline so that objects, quotas and
 // subscribers follow.
 
+// queryRows runs sql in tx and scans every row it returns with scan.
+func queryRows[T any](ctx context.Context, tx pgx.Tx, scan func(pgx.Row) (T, error), sql string, args ...any) ([]T, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+	return out, translate(err)
+}
+
 // OwnerRequiredVersion is the migration that makes owners NOT NULL.
 const OwnerRequiredVersion = 13
 
@@ -82,16 +92,12 @@ func AdoptUnowned(ctx context.Context, db Beginner, user uuid.UUID) (Unowned, er
 			return err
 		}
 
-		rows, err = tx.Query(ctx, `update topics t set user_id = $1, updated_at = now(),
+		topics, err := queryRows(ctx, tx, scanTopic, `update topics t set user_id = $1, updated_at = now(),
 				name = case when exists (select 1 from topics o where o.user_id = $1 and lower(o.name) = lower(t.name))
 					then left(t.name, 180) || ' (phase 1 ' || left(t.id::text, 8) || ')' else t.name end
 			where t.user_id is null returning `+topicColumns, user)
 		if err != nil {
-			return translate(err)
-		}
-		topics, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Topic, error) { return scanTopic(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, t := range topics {
 			if err := add(events.TopicRenamed, "topic", t.ID, events.Topic{ID: t.ID, UserID: t.UserID, Name: t.Name}); err != nil {
@@ -101,17 +107,13 @@ func AdoptUnowned(ctx context.Context, db Beginner, user uuid.UUID) (Unowned, er
 
 		// Only root folders can clash with the user's: the parent of an
 		// unowned folder is unowned too.
-		rows, err = tx.Query(ctx, `update folders f set user_id = $1, updated_at = now(),
+		folders, err := queryRows(ctx, tx, scanFolder, `update folders f set user_id = $1, updated_at = now(),
 				name = case when exists (select 1 from folders o where o.user_id = $1
 						and o.parent_id is not distinct from f.parent_id and lower(o.name) = lower(f.name))
 					then left(f.name, 230) || ' (phase 1 ' || left(f.id::text, 8) || ')' else f.name end
 			where f.user_id is null returning `+folderColumns, user)
 		if err != nil {
-			return translate(err)
-		}
-		folders, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Folder, error) { return scanFolder(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, f := range folders {
 			if err := add(events.FolderUpdated, "folder", f.ID, events.Folder{ID: f.ID, UserID: f.UserID, ParentID: f.ParentID, Name: f.Name}); err != nil {
@@ -119,16 +121,12 @@ func AdoptUnowned(ctx context.Context, db Beginner, user uuid.UUID) (Unowned, er
 			}
 		}
 
-		rows, err = tx.Query(ctx, `update cloud_connections c set user_id = $1, updated_at = now(),
+		conns, err := queryRows(ctx, tx, scanCloudConnection, `update cloud_connections c set user_id = $1, updated_at = now(),
 				name = case when exists (select 1 from cloud_connections o where o.user_id = $1 and lower(o.name) = lower(c.name))
 					then left(c.name, 180) || ' (phase 1 ' || left(c.id::text, 8) || ')' else c.name end
 			where c.user_id is null returning `+cloudConnectionColumns, user)
 		if err != nil {
-			return translate(err)
-		}
-		conns, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CloudConnection, error) { return scanCloudConnection(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, c := range conns {
 			if err := add(events.CloudConnectionUpdated, "cloud_connection", c.ID, c.EventData()); err != nil {
@@ -136,14 +134,10 @@ func AdoptUnowned(ctx context.Context, db Beginner, user uuid.UUID) (Unowned, er
 			}
 		}
 
-		rows, err = tx.Query(ctx, `update documents set user_id = $1, updated_at = now()
+		docs, err := queryRows(ctx, tx, scanDocument, `update documents set user_id = $1, updated_at = now()
 			where user_id is null and (status <> 'pending' or id = any($2)) returning `+documentColumns, user, locked)
 		if err != nil {
-			return translate(err)
-		}
-		docs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Document, error) { return scanDocument(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		var readyBytes, readyDocs int64
 		for _, d := range docs {
@@ -191,15 +185,11 @@ func DeleteUnowned(ctx context.Context, db Beginner) (left, paused int64, err er
 			evs = append(evs, ev)
 			return err
 		}
-		rows, err := tx.Query(ctx, `update documents set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
+		docs, err := queryRows(ctx, tx, scanDocument, `update documents set status = 'deleted', deleted_at = now(), updated_at = now(), reject_reason = null
 			where id in (select id from documents where user_id is null and status <> 'deleted' order by id for update)
 			returning `+documentColumns)
 		if err != nil {
-			return translate(err)
-		}
-		docs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Document, error) { return scanDocument(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, d := range docs {
 			if err := add(events.DocumentDeleted, "document", d.ID, d.EventData()); err != nil {
@@ -221,13 +211,9 @@ func DeleteUnowned(ctx context.Context, db Beginner) (left, paused int64, err er
 		if _, err := tx.Exec(ctx, `delete from documents d where d.user_id is null and not (`+unpurged+`)`); err != nil {
 			return translate(err)
 		}
-		rows, err = tx.Query(ctx, `delete from cloud_connections where user_id is null returning `+cloudConnectionColumns)
+		conns, err := queryRows(ctx, tx, scanCloudConnection, `delete from cloud_connections where user_id is null returning `+cloudConnectionColumns)
 		if err != nil {
-			return translate(err)
-		}
-		conns, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CloudConnection, error) { return scanCloudConnection(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, c := range conns {
 			if err := add(events.CloudConnectionDeleted, "cloud_connection", c.ID, c.EventData()); err != nil {
@@ -236,14 +222,10 @@ func DeleteUnowned(ctx context.Context, db Beginner) (left, paused int64, err er
 		}
 		for {
 			// Leaves first: a folder's parent may not go before it.
-			rows, err = tx.Query(ctx, `delete from folders f where f.user_id is null
+			folders, err := queryRows(ctx, tx, scanFolder, `delete from folders f where f.user_id is null
 				and not exists (select 1 from folders c where c.parent_id = f.id) returning `+folderColumns)
 			if err != nil {
-				return translate(err)
-			}
-			folders, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Folder, error) { return scanFolder(row) })
-			if err != nil {
-				return translate(err)
+				return err
 			}
 			if len(folders) == 0 {
 				break
@@ -254,13 +236,9 @@ func DeleteUnowned(ctx context.Context, db Beginner) (left, paused int64, err er
 				}
 			}
 		}
-		rows, err = tx.Query(ctx, `delete from topics where user_id is null returning `+topicColumns)
+		topics, err := queryRows(ctx, tx, scanTopic, `delete from topics where user_id is null returning `+topicColumns)
 		if err != nil {
-			return translate(err)
-		}
-		topics, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Topic, error) { return scanTopic(row) })
-		if err != nil {
-			return translate(err)
+			return err
 		}
 		for _, t := range topics {
 			if err := add(events.TopicDeleted, "topic", t.ID, events.Topic{ID: t.ID, Name: t.Name}); err != nil {

@@ -56,4 +56,3 @@ func SetQuotaLimits(ctx context.Context, db DBTX, user uuid.UUID, maxBytes, maxD
 		user, maxBytes, maxDocuments)
 	return translate(err)
 }
-
