@@ -114,20 +114,17 @@ var (
 // authentication-required without, 401 invalid-token with a bad one) but
 // for publicPaths.
 //
-// A request whose context already carries a principal is passed through
-// unchanged, whatever its headers. That is safe: a principal can only be
-// put in a context by code in this process (WithPrincipal; the context
-// key is unexported and no client input reaches it), so over the network
-// every request arrives without one and is authenticated here. It lets
-// in-process callers, tests wrapping the handler among them, act for a
-// user without minting a token.
+// Only in tests (NewActing, export_test.go: no other build can set
+// trustContext), a request whose context already carries a principal is
+// passed through unchanged, so that a test wrapping the handler acts for
+// a user without minting a token.
 func (s *server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if publicPaths[r.URL.Path] {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if _, ok := PrincipalFrom(r.Context()); ok {
+		if _, ok := PrincipalFrom(r.Context()); ok && s.trustContext {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -77,7 +77,7 @@ func (e *authEnv) start(argon auth.Argon2Params) (string, *auth.Hasher) {
 		t.Fatal(err)
 	}
 	hasher := auth.NewHasher(argon)
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: e.cfg, Log: testenv.Logger(t), DB: e.app, Redis: e.rdb, Metrics: http.NotFoundHandler(),
 		Tokens: tokens, Passwords: hasher,
 	})

@@ -72,7 +72,7 @@ func newHardEnv(t *testing.T, cfg httpapi.Config) *hardEnv {
 	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	cfg.DuplicatePolicy = "allow"
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: cfg, Log: log, DB: testenv.Pool(t, db.AppURL), Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(), Cloud: cloudsync.NewConnector(sealer),
 	})

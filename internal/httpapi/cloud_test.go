@@ -63,7 +63,7 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
 	logs := &testenv.SyncBuffer{}
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"},
 		Log:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		DB:     testenv.Pool(t, db.AppURL), Redis: rdb, Blobs: own, Metrics: http.NotFoundHandler(),

@@ -56,7 +56,7 @@ func newEnv(t *testing.T, cfg httpapi.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
 		Metrics: http.NotFoundHandler(), Cloud: cloudsync.NewConnector(sealer),
 	})
@@ -318,7 +318,7 @@ func TestUploadWithObjectStorageDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: testenv.Logger(t),
 		DB: testenv.Pool(t, db.AppURL), Blobs: down, Metrics: http.NotFoundHandler(),
 	})
@@ -349,7 +349,7 @@ func TestUploadWithDatabaseDownRemovesStagedBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: testenv.Logger(t),
 		DB: pool, Blobs: blobs, Metrics: http.NotFoundHandler(),
 	})

@@ -38,7 +38,7 @@ func newMetricsEnv(t *testing.T, cfg httpapi.Config, reg *prometheus.Registry) *
 	t.Cleanup(func() { rdb.Close() })
 	cfg.UploadMaxBytes, cfg.DuplicatePolicy = 1<<20, "allow"
 	app := testenv.Pool(t, db.AppURL)
-	h := httpapi.New(httpapi.Deps{
+	h := httpapi.NewActing(httpapi.Deps{
 		Config: cfg, Log: testenv.Logger(t), DB: app, Redis: rdb, Blobs: blobs,
 		Metrics: metrics.Handler(reg), Registry: reg,
 	})

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 // "METHOD /path".
 func routedOperations(t *testing.T) []string {
 	t.Helper()
-	h := httpapi.New(httpapi.Deps{Metrics: http.NotFoundHandler()})
+	h := httpapi.NewActing(httpapi.Deps{Metrics: http.NotFoundHandler()})
 	routes, ok := h.(chi.Routes)
 	if !ok {
 		t.Fatalf("httpapi.New returned %T, not a chi router", h)
@@ -144,7 +144,7 @@ func problemTypesInCode(t *testing.T, globs ...string) []string {
 func TestServesOpenAPI(t *testing.T) {
 	t.Parallel()
 	// The handler uses no dependency.
-	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Metrics: http.NotFoundHandler()}))
+	srv := httptest.NewServer(httpapi.NewActing(httpapi.Deps{Metrics: http.NotFoundHandler()}))
 	t.Cleanup(srv.Close)
 	resp, err := http.Get(srv.URL + "/api/v1/openapi.yaml")
 	if err != nil {

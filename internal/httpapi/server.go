@@ -90,10 +90,15 @@ type server struct {
 	requests *requestMetrics
 	uploads  *clientLimiter // uploads in flight per client
 	limiter  *auth.RateLimiter
+	// trustContext lets a principal already in a request's context stand
+	// for authentication: tests only (NewActing).
+	trustContext bool
 }
 
 // New returns the API's handler.
-func New(deps Deps) http.Handler {
+func New(deps Deps) http.Handler { return newServer(deps).routes() }
+
+func newServer(deps Deps) *server {
 	deps.Config = deps.Config.withDefaults()
 	deps.Config.Auth = deps.Config.Auth.withDefaults()
 	if deps.Passwords == nil {
@@ -102,7 +107,7 @@ func New(deps Deps) http.Handler {
 	s := &server{Deps: deps, requests: newRequestMetrics(deps.Registry),
 		uploads: newClientLimiter(deps.Config.UploadConcurrencyPerClient),
 		limiter: auth.NewRateLimiter(deps.Redis, deps.Config.Auth.RateLimitPrefix)}
-	return s.routes()
+	return s
 }
 
 // readinessTimeout bounds each /readyz probe.

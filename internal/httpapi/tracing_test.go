@@ -116,7 +116,7 @@ func TestErrorLogsNameTheRequestAndTrace(t *testing.T) {
 	defer pool.Close()
 	var logs testenv.SyncBuffer
 	// Acting for a user (no database to check a token against).
-	srv := actingServer(t, actAs(httpapi.New(httpapi.Deps{
+	srv := actingServer(t, actAs(httpapi.NewActing(httpapi.Deps{
 		Config: httpapi.Config{UploadMaxBytes: 1 << 20, DuplicatePolicy: "allow"}, Log: slog.New(slog.NewJSONHandler(&logs, nil)),
 		DB: pool, Metrics: http.NotFoundHandler(),
 	}), uuid.Must(uuid.NewV7())))

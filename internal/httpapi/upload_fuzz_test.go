@@ -79,7 +79,7 @@ func FuzzUpload(f *testing.F) {
 	if _, err := admin.Exec(ctx, `insert into folders (id, user_id, name) values ('`+fuzzFolderID+`', $1, 'fuzz')`, owner); err != nil {
 		f.Fatal(err)
 	}
-	h := New(Deps{
+	h := NewActing(Deps{
 		Config: Config{UploadMaxBytes: fuzzUploadMaxBytes, DuplicatePolicy: "allow"},
 		Log:    testenv.Logger(f), DB: testenv.Pool(f, db.AppURL), Blobs: blobs, Metrics: http.NotFoundHandler(),
 	})
