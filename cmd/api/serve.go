@@ -222,7 +222,42 @@ func serve(ctx context.Context, log *slog.Logger, cfg Config) error {
 		Metrics:   metrics.Handler(reg),
 		Registry:  reg,
 	})
+	housekeeping, stopHousekeeping := context.WithCancel(ctx)
+	defer stopHousekeeping()
+	go deleteExpiredRefreshTokens(housekeeping, log, pool, time.Hour)
 	err = httpserver.Run(ctx, log, "api", cfg.HTTPAddr, h)
 	log.Info("stopped")
 	return err
+}
+
+// deleteExpiredRefreshTokens deletes, every interval until ctx ends,
+// refresh tokens expired for more than a day, in batches (every API
+// replica does; the deletes are idempotent).
+func deleteExpiredRefreshTokens(ctx context.Context, log *slog.Logger, db store.DBTX, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		var total int64
+		for {
+			n, err := store.DeleteExpiredRefreshTokens(ctx, db, 24*time.Hour, 1000)
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Warn("delete expired refresh tokens", "err", err)
+				}
+				break
+			}
+			total += n
+			if n < 1000 {
+				break
+			}
+		}
+		if total > 0 {
+			log.Info("expired refresh tokens deleted", "count", total)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -201,3 +201,17 @@ func RevokeUserRefreshTokens(ctx context.Context, db DBTX, user uuid.UUID) (int6
 		where user_id = $1 and revoked_at is null and used_at is null`, user)
 	return tag.RowsAffected(), translate(err)
 }
+
+// DeleteExpiredRefreshTokens deletes up to limit refresh tokens that
+// expired more than grace ago (used, revoked or not: an expired token is
+// refused whatever it was) and reports how many. A family's newer tokens
+// keep working; one that presents a deleted token is refused as unknown,
+// as it was refused as expired before.
+func DeleteExpiredRefreshTokens(ctx context.Context, db DBTX, grace time.Duration, limit int) (int64, error) {
+	tag, err := db.Exec(ctx, `delete from refresh_tokens where id in (
+		select id from refresh_tokens where expires_at < now() - $1::interval order by expires_at limit $2)`, grace, limit)
+	if err != nil {
+		return 0, translate(err)
+	}
+	return tag.RowsAffected(), nil
+}
