@@ -107,11 +107,11 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 	batch := &pgx.Batch{}
 	batch.Queue(`select pg_advisory_lock(hashtextextended($1, 0))`, lockKey)
 	processed := store.QueueProcessed(batch, ConsumerName, ev.ID)
-	document := store.QueueGetDocument(batch, ev.AggregateID)
+	document := store.QueueGetDocumentAndQuota(batch, ev.AggregateID, f.quota)
 	results := conn.SendBatch(ctx, batch)
 	_, lockErr := results.Exec()
 	done, doneErr := processed(results)
-	doc, err := document(results)
+	doc, quota, err := document(results)
 	closeErr := results.Close()
 	if lockErr != nil {
 		return errors.Join(lockErr, closeErr)
@@ -128,7 +128,7 @@ func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
 	if err != nil {
 		return err
 	}
-	return f.finalize(ctx, conn, ev, doc)
+	return f.finalize(ctx, conn, ev, doc, quota)
 }
 
 // db is what the finalizer runs its statements on: the connection holding
@@ -151,7 +151,7 @@ func unlockDocument(ctx context.Context, conn *pgxpool.Conn, key string) {
 
 // finalize does the work of Finalize for the pending (or not) doc, holding
 // its lock on conn.
-func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, doc store.Document) error {
+func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, doc store.Document, quota store.Quota) error {
 	staging, final := blob.StagingKey(doc.ID), blob.FinalKey(doc.UserID, doc.ID)
 	switch doc.Status {
 	case store.StatusPending:
@@ -161,7 +161,7 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 		return nil // already finalised (another delivery won)
 	}
 	if doc.StagingETag != nil {
-		if done, err := f.finalizeUnchanged(ctx, conn, ev, doc); done || err != nil {
+		if done, err := f.finalizeUnchanged(ctx, conn, ev, doc, quota); done || err != nil {
 			return err
 		}
 		// The staged object is gone: an earlier attempt moved it (or the
@@ -245,7 +245,7 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 // staged object is gone, for the caller's path that checks the final key.
 // The staged object is removed after the commit, in batches (see
 // RunRemover); one a crash leaves behind is the sweep's.
-func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.Envelope, doc store.Document) (done bool, err error) {
+func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.Envelope, doc store.Document, quota store.Quota) (done bool, err error) {
 	staging, final := blob.StagingKey(doc.ID), blob.FinalKey(doc.UserID, doc.ID)
 	reject := func(reason string) (bool, error) {
 		if err := f.finish(ctx, conn, ev, doc, store.StatusRejected, reason); err != nil {
@@ -254,13 +254,9 @@ func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.En
 		return true, f.blobs.Remove(ctx, staging)
 	}
 	if doc.UserID != nil {
-		// Spare the copy when the quota clearly cannot take it; the charge
-		// at commit is what counts.
-		q, err := store.GetQuota(ctx, conn, *doc.UserID, f.quota)
-		if err != nil {
-			return true, err
-		}
-		if ok, _ := q.Fits(doc.SizeBytes); !ok {
+		// Spare the copy when the quota clearly cannot take it (as read
+		// with the document); the charge at commit is what counts.
+		if ok, _ := quota.Fits(doc.SizeBytes); !ok {
 			return reject(store.ReasonQuotaExceeded)
 		}
 	}

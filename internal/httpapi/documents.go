@@ -344,20 +344,23 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Now().Add(s.Config.ResponseTimeout))
 
-	if owner != nil {
-		// Refuse up front what the owner's quota cannot take. Concurrent
-		// uploads may all pass this check: the charge when a document
-		// becomes ready is atomic, and rejects (quota_exceeded) whatever no
-		// longer fits then.
-		q, err := store.GetQuota(ctx, s.DB, *owner, s.Config.Quota)
-		if err != nil {
-			s.fail(w, r, dbErr(err))
-			return
-		}
-		if ok, which := q.Fits(put.Size); !ok {
-			s.fail(w, r, quotaExceeded(q, which, put.Size))
-			return
-		}
+	if owner == nil {
+		s.fail(w, r, errAuthRequired) // unreachable: the middleware requires a principal
+		return
+	}
+	// One round trip for the owner's quota and an earlier document with
+	// the same content. Refuse up front what the quota cannot take.
+	// Concurrent uploads may all pass this check: the charge when a
+	// document becomes ready is atomic, and rejects (quota_exceeded)
+	// whatever no longer fits then.
+	q, dup, err := store.UploadChecks(ctx, s.DB, *owner, put.SHA256, s.Config.Quota)
+	if err != nil {
+		s.fail(w, r, dbErr(err))
+		return
+	}
+	if ok, which := q.Fits(put.Size); !ok {
+		s.fail(w, r, quotaExceeded(q, which, put.Size))
+		return
 	}
 
 	doc := store.Document{
@@ -375,17 +378,13 @@ func (s *server) uploadDocument(w http.ResponseWriter, r *http.Request) {
 		doc.StagingETag = &put.ETag
 	}
 
-	dup, err := store.FindDuplicate(ctx, s.DB, owner, put.SHA256)
 	switch {
-	case err == nil && s.Config.DuplicatePolicy == "reject":
+	case dup != nil && s.Config.DuplicatePolicy == "reject":
 		s.fail(w, r, &apiError{status: http.StatusConflict, typ: "duplicate", title: "Duplicate document",
-			detail: "a document with the same content exists", extra: map[string]any{"duplicate_of": dup.ID}})
+			detail: "a document with the same content exists", extra: map[string]any{"duplicate_of": *dup}})
 		return
-	case err == nil:
-		doc.DuplicateOf = &dup.ID
-	case !errors.Is(err, store.ErrNotFound):
-		s.fail(w, r, dbErr(err))
-		return
+	case dup != nil:
+		doc.DuplicateOf = dup
 	}
 	ev, err := events.New(events.DocumentUploaded, "document", doc.ID, requestActor(r), correlationID(r), nil, doc.EventData())
 	if err != nil {

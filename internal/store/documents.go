@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -81,11 +82,25 @@ const documentColumns = `id, user_id, topic_id, folder_id, title, filename, cont
 
 func scanDocument(row pgx.Row) (Document, error) {
 	var d Document
-	err := row.Scan(&d.ID, &d.UserID, &d.TopicID, &d.FolderID, &d.Title, &d.Filename, &d.ContentType,
-		&d.SizeBytes, &d.SHA256, &d.Status, &d.RejectReason, &d.StorageKey, &d.DuplicateOf,
-		&d.IdempotencyKey, &d.CreatedAt, &d.UpdatedAt, &d.FinalizedAt, &d.DeletedAt, &d.StagingETag)
+	err := row.Scan(documentTargets(&d)...)
 	return d, translate(err)
 }
+
+// documentTargets are the scan targets of documentColumns in d.
+func documentTargets(d *Document) []any {
+	return []any{&d.ID, &d.UserID, &d.TopicID, &d.FolderID, &d.Title, &d.Filename, &d.ContentType,
+		&d.SizeBytes, &d.SHA256, &d.Status, &d.RejectReason, &d.StorageKey, &d.DuplicateOf,
+		&d.IdempotencyKey, &d.CreatedAt, &d.UpdatedAt, &d.FinalizedAt, &d.DeletedAt, &d.StagingETag}
+}
+
+// prefixedDocumentColumns is documentColumns of the table aliased d.
+var prefixedDocumentColumns = func() string {
+	cols := strings.Split(documentColumns, ",")
+	for i, c := range cols {
+		cols[i] = "d." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}()
 
 // insertDocumentSQL inserts a pending document. Its topic and folder must
 // be its owner's: one of another owner is refused as unknown (ownedRef).
@@ -166,13 +181,6 @@ func DocumentIn(ctx context.Context, db DBTX, scope Scope, id uuid.UUID) (Docume
 		where id = $1 and `+scope.match("user_id", 2), id, scope.arg()))
 }
 
-// QueueGetDocument adds GetDocument to batch; the returned function reads
-// its result, in queue order.
-func QueueGetDocument(batch *pgx.Batch, id uuid.UUID) func(pgx.BatchResults) (Document, error) {
-	batch.Queue(`select `+documentColumns+` from documents where id = $1`, id)
-	return func(br pgx.BatchResults) (Document, error) { return scanDocument(br.QueryRow()) }
-}
-
 // DocumentByIdempotencyKey returns the document an earlier upload of owner
 // with key created, or ErrNotFound.
 func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, key string) (Document, error) {
@@ -180,20 +188,6 @@ func DocumentByIdempotencyKey(ctx context.Context, db DBTX, owner *uuid.UUID, ke
 	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
 		where coalesce(user_id, '00000000-0000-0000-0000-000000000000'::uuid) = coalesce($1, '00000000-0000-0000-0000-000000000000'::uuid)
 		  and idempotency_key = $2`, owner, key))
-}
-
-// FindDuplicate returns the oldest pending or ready document of owner with
-// the same content, or ErrNotFound.
-func FindDuplicate(ctx context.Context, db DBTX, owner *uuid.UUID, sha256 []byte) (Document, error) {
-	// "is not distinct from" cannot use documents_owner_sha256_idx; these can.
-	if owner == nil {
-		return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
-			where user_id is null and sha256 = $1 and status in ('pending', 'ready')
-			order by id limit 1`, sha256))
-	}
-	return scanDocument(db.QueryRow(ctx, `select `+documentColumns+` from documents
-		where user_id = $1 and sha256 = $2 and status in ('pending', 'ready')
-		order by id limit 1`, owner, sha256))
 }
 
 // DocumentFilter selects documents for ListDocuments. Nil fields do not

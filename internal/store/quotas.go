@@ -56,3 +56,39 @@ func SetQuotaLimits(ctx context.Context, db DBTX, user uuid.UUID, maxBytes, maxD
 		user, maxBytes, maxDocuments)
 	return translate(err)
 }
+
+// UploadChecks reads, in one statement, what an upload of owner's with
+// content sha256 is checked against before it is recorded: the owner's
+// effective quota (def where the row sets none, or there is no row) and
+// the oldest pending or ready document of the owner with the same
+// content, if any (nil).
+func UploadChecks(ctx context.Context, db DBTX, owner uuid.UUID, sha256 []byte, def QuotaLimits) (Quota, *uuid.UUID, error) {
+	q := Quota{UserID: owner}
+	var dup *uuid.UUID
+	err := db.QueryRow(ctx, `select coalesce(q.max_bytes, $3), coalesce(q.max_documents, $4),
+			coalesce(q.used_bytes, 0), coalesce(q.used_documents, 0),
+			(select d.id from documents d where d.user_id = $1 and d.sha256 = $2 and d.status in ('pending', 'ready')
+				order by d.id limit 1)
+		from (select) one left join quotas q on q.user_id = $1`, owner, sha256, def.Bytes, def.Documents).
+		Scan(&q.MaxBytes, &q.MaxDocuments, &q.UsedBytes, &q.UsedDocuments, &dup)
+	return q, dup, translate(err)
+}
+
+// QueueGetDocumentAndQuota adds to batch the read of document id with its
+// owner's effective quota (def where the row sets none, or there is no
+// row; zero when the document has no owner); the returned function reads
+// its result, in queue order: ErrNotFound when there is no document.
+func QueueGetDocumentAndQuota(batch *pgx.Batch, id uuid.UUID, def QuotaLimits) func(pgx.BatchResults) (Document, Quota, error) {
+	batch.Queue(`select `+prefixedDocumentColumns+`, coalesce(q.max_bytes, $2), coalesce(q.max_documents, $3),
+			coalesce(q.used_bytes, 0), coalesce(q.used_documents, 0)
+		from documents d left join quotas q on q.user_id = d.user_id where d.id = $1`, id, def.Bytes, def.Documents)
+	return func(br pgx.BatchResults) (Document, Quota, error) {
+		var d Document
+		var q Quota
+		err := br.QueryRow().Scan(append(documentTargets(&d), &q.MaxBytes, &q.MaxDocuments, &q.UsedBytes, &q.UsedDocuments)...)
+		if d.UserID != nil {
+			q.UserID = *d.UserID
+		}
+		return d, q, translate(err)
+	}
+}
