@@ -381,6 +381,23 @@ func (s *server) register(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// verifyPassword checks password against the stored hash, or, when there
+// is none (no account, no password) or it is malformed (logged), against
+// a dummy hash: every path costs one Argon2id verification, so the answer
+// takes as long whatever the account. rehash says the stored hash uses
+// parameters older than the current ones.
+func (s *server) verifyPassword(r *http.Request, user uuid.UUID, password string, stored *string) (ok, rehash bool, err error) {
+	ctx := r.Context()
+	if stored != nil {
+		ok, rehash, err = s.Passwords.Verify(ctx, password, *stored)
+		if !errors.Is(err, auth.ErrMalformedHash) {
+			return ok, rehash, err
+		}
+		s.log(r).Error("stored password hash is malformed", "user_id", user)
+	}
+	return false, false, s.Passwords.VerifyDummy(ctx, password)
+}
+
 // login exchanges an email and password for a token pair: POST
 // /api/v1/auth/login. An unknown email, a wrong password and a disabled
 // account get the same answer after the same work (one Argon2id
@@ -405,16 +422,11 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	known := err == nil
-	var ok, rehash bool
-	if known && u.PasswordHash != nil {
-		ok, rehash, err = s.Passwords.Verify(ctx, *in.Password, *u.PasswordHash)
-		if errors.Is(err, auth.ErrMalformedHash) {
-			s.log(r).Error("stored password hash is malformed", "user_id", u.ID)
-			err = s.Passwords.VerifyDummy(ctx, *in.Password)
-		}
-	} else {
-		err = s.Passwords.VerifyDummy(ctx, *in.Password)
+	var stored *string
+	if known {
+		stored = u.PasswordHash
 	}
+	ok, rehash, err := s.verifyPassword(r, u.ID, *in.Password, stored)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -692,14 +704,8 @@ func (s *server) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	var err error
-	ok = false
-	if u.PasswordHash != nil {
-		ok, _, err = s.Passwords.Verify(ctx, *in.CurrentPassword, *u.PasswordHash)
-	} else {
-		err = s.Passwords.VerifyDummy(ctx, *in.CurrentPassword)
-	}
-	if err != nil && !errors.Is(err, auth.ErrMalformedHash) {
+	ok, _, err := s.verifyPassword(r, u.ID, *in.CurrentPassword, u.PasswordHash)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
