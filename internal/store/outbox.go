@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,23 +108,39 @@ func FinishAndRecord(ctx context.Context, db DBTX, consumer string, eventID, id 
 				finalized_at = now(), updated_at = now()
 			where id = $3 and status = 'pending' and exists (select 1 from handled)
 			returning id),
-		audit as (
-			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
-			select $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $19, nullif($20, ''), nullif($21, '') from doc),
-		queued as (
-			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
-				request_id, traceparent)
-			select $13, $17, $10, $11, $12, $14, $18, $7, $19, nullif($20, ''), nullif($21, '') from doc)
+		`+recordFromDoc(7)+`
 		select count(*) from doc`,
-		consumer, eventID, id, status, finalKey, reason,
-		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
-		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version,
-		truncate(origin.RequestID, 200), origin.Traceparent).Scan(&n)
+		append([]any{consumer, eventID, id, status, finalKey, reason}, recordArgs(out, payload, origin)...)...).Scan(&n)
 	if err != nil {
 		return false, translate(err)
 	}
 	return n == 1, nil
+}
+
+// recordFromDoc is the two CTEs, audit and queued, of a statement that
+// writes the audit row and outbox row of an event for each row of its CTE
+// doc (one: the document it changed; none: it changed nothing). Their
+// parameters are the 15 of recordArgs, numbered from first.
+func recordFromDoc(first int) string {
+	p := func(i int) string { return "$" + strconv.Itoa(first+i) }
+	return `audit as (
+			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
+				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
+			select ` + strings.Join([]string{p(0), p(1), p(2), p(3), p(4), p(5), p(6), p(7), p(8), p(9), p(12)}, ", ") +
+		`, nullif(` + p(13) + `, ''), nullif(` + p(14) + `, '') from doc),
+		queued as (
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
+				request_id, traceparent)
+			select ` + strings.Join([]string{p(6), p(10), p(3), p(4), p(5), p(7), p(11), p(0), p(12)}, ", ") +
+		`, nullif(` + p(13) + `, ''), nullif(` + p(14) + `, '') from doc)`
+}
+
+// recordArgs are the parameters of recordFromDoc for out, encoded as
+// payload, written from origin.
+func recordArgs(out events.Envelope, payload []byte, origin Origin) []any {
+	return []any{out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
+		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version,
+		truncate(origin.RequestID, 200), origin.Traceparent}
 }
 
 // queueOutbox adds the outbox row of ev (encoded as payload, from origin)
@@ -367,20 +384,10 @@ func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, event
 			update quotas set used_bytes = used_bytes + $21, used_documents = used_documents + 1, updated_at = now()
 			where user_id = $20 and exists (select 1 from doc)
 			returning user_id),
-		audit as (
-			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
-				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
-			select $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $17, nullif($18, ''), nullif($19, '') from doc),
-		queued as (
-			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
-				request_id, traceparent)
-			select $11, $15, $8, $9, $10, $12, $16, $5, $17, nullif($18, ''), nullif($19, '') from doc)
+		`+recordFromDoc(5)+`
 		select (select count(*) from charged), (select count(*) from fits), exists (select 1 from quotas where user_id = $20)`,
-		consumer, eventID, doc.ID, finalKey,
-		out.OccurredAt, out.Actor.Type, out.Actor.ID, out.Type, out.AggregateType, out.AggregateID,
-		out.ID, out.CorrelationID, out.CausationID, out.Data, out.Stream(), string(payload), out.Version,
-		truncate(origin.RequestID, 200), origin.Traceparent,
-		*doc.UserID, doc.SizeBytes, def.Bytes, def.Documents, doc.TopicID, doc.FolderID).Scan(&done, &fits, &row)
+		append(append([]any{consumer, eventID, doc.ID, finalKey}, recordArgs(out, payload, origin)...),
+			*doc.UserID, doc.SizeBytes, def.Bytes, def.Documents, doc.TopicID, doc.FolderID)...).Scan(&done, &fits, &row)
 	switch {
 	case err != nil:
 		return 0, translate(err)
