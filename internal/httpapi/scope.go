@@ -9,8 +9,7 @@ import (
 // scope is whose resources a request may see and change: every owner's
 // for an administrator, the user's own for a user. (Every request under
 // /api/v1 acts for a user: authenticate refuses one without a token; one
-// that acted for no one would see only unowned rows, of which there are
-// none since migration 013.) Every read and write of
+// that acted for no one would see no row.) Every read and write of
 // documents, topics, folders, cloud connections and the audit log goes
 // through it, in the statement's WHERE clause: another owner's id is
 // answered 404, exactly like an id that does not exist.

@@ -51,17 +51,6 @@ func auditInScope(n int) string {
 	return "owner_id = $" + strconv.Itoa(n) + "::uuid"
 }
 
-// auditUnowned is the SQL condition that an audit row is about an unowned
-// resource (phase 1): a document no owner has (or none at all), or a
-// topic, folder or cloud connection whose event data has no owner. Rows
-// of any other aggregate (user accounts, sessions) are never unowned.
-const auditUnowned = `(case aggregate_type
-		when 'document' then not exists (select 1 from documents d where d.id = aggregate_id and d.user_id is not null)
-		when 'topic' then details->>'user_id' is null
-		when 'folder' then details->>'user_id' is null
-		when 'cloud_connection' then details->>'user_id' is null
-		else false end)`
-
 // AuditEvent is an event rebuilt from its audit row. Seq is the row's id:
 // the order rows were written in, and the keyset of AuditEvents.
 // RequestID and Traceparent are the row's ("" when it has none): they
@@ -113,7 +102,7 @@ func AuditEvents(ctx context.Context, db DBTX, f AuditFilter, after int64, limit
 	switch {
 	case f.Scope == nil || f.Scope.All():
 	case f.Scope.Owner() == nil:
-		where = append(where, auditUnowned)
+		where = append(where, "false") // holds no row
 	default:
 		args = append(args, *f.Scope.Owner())
 		where = append(where, auditInScope(len(args)))

@@ -12,25 +12,24 @@ import (
 // (ErrNotFound) exactly like a row that does not exist, and no statement
 // ever reads or changes it first.
 //
-// The zero Scope is OwnedBy(nil): the unowned rows of phase 1 (none since
-// migration 013).
+// The zero Scope is OwnedBy(nil), which holds no row: since migration 013
+// every row has an owner, and every API request acts for a user.
 type Scope struct {
 	all   bool
 	owner *uuid.UUID
 }
 
-// OwnedBy is the scope of owner's rows; nil is the unowned rows (none
-// since migration 013: every API request acts for a user).
+// OwnedBy is the scope of owner's rows; nil holds none.
 func OwnedBy(owner *uuid.UUID) Scope { return Scope{owner: owner} }
 
-// Everyone is the scope of every owner's rows, the unowned ones included.
+// Everyone is the scope of every owner's rows.
 func Everyone() Scope { return Scope{all: true} }
 
 // All reports whether s is Everyone.
 func (s Scope) All() bool { return s.all }
 
-// Owner is the owner of the rows s holds (nil: the unowned ones); nil too
-// when s is Everyone.
+// Owner is the owner of the rows s holds; nil when s is Everyone or
+// holds none.
 func (s Scope) Owner() *uuid.UUID {
 	if s.all {
 		return nil
@@ -49,7 +48,7 @@ func (s Scope) match(column string, n int) string {
 	case s.all:
 		return "(" + p + " is null or true)"
 	case s.owner == nil:
-		return "(" + column + " is null and " + p + " is null)"
+		return "(" + p + " is null and false)"
 	default:
 		return column + " = " + p
 	}
