@@ -355,3 +355,25 @@ func PendingDocumentIDs(ctx context.Context, db DBTX, ids []uuid.UUID) (map[uuid
 	}
 	return out, nil
 }
+
+// QueueProcessedAmong adds to batch the check of which of eventIDs
+// consumer already handled; the returned function reads them, in queue
+// order.
+func QueueProcessedAmong(batch *pgx.Batch, consumer string, eventIDs []uuid.UUID) func(pgx.BatchResults) (map[uuid.UUID]bool, error) {
+	batch.Queue(`select event_id from processed_events where consumer = $1 and event_id = any($2)`, consumer, eventIDs)
+	return func(br pgx.BatchResults) (map[uuid.UUID]bool, error) {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, translate(err)
+		}
+		handled, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return nil, translate(err)
+		}
+		done := make(map[uuid.UUID]bool, len(handled))
+		for _, id := range handled {
+			done[id] = true
+		}
+		return done, nil
+	}
+}

@@ -359,16 +359,39 @@ const (
 // handled check on the statement's snapshot is current.
 func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, eventID uuid.UUID, doc Document, finalKey string,
 	def QuotaLimits, out events.Envelope, origin Origin) (ChargedOutcome, error) {
+	sql, args, err := finishChargedStatement(consumer, eventID, doc, finalKey, def, out, origin)
+	if err != nil {
+		return 0, err
+	}
+	return scanCharged(db.QueryRow(ctx, sql, args...))
+}
+
+// QueueFinishCharged adds the statement of FinishChargedAndRecord to
+// batch, which may hold several in one transaction (they lock the owners'
+// quotas rows: queue them in owner order); the returned function reads
+// its outcome, in queue order.
+func QueueFinishCharged(batch *pgx.Batch, consumer string, eventID uuid.UUID, doc Document, finalKey string,
+	def QuotaLimits, out events.Envelope, origin Origin) (func(pgx.BatchResults) (ChargedOutcome, error), error) {
+	sql, args, err := finishChargedStatement(consumer, eventID, doc, finalKey, def, out, origin)
+	if err != nil {
+		return nil, err
+	}
+	batch.Queue(sql, args...)
+	return func(br pgx.BatchResults) (ChargedOutcome, error) { return scanCharged(br.QueryRow()) }, nil
+}
+
+// finishChargedStatement is the statement of FinishChargedAndRecord and
+// its arguments.
+func finishChargedStatement(consumer string, eventID uuid.UUID, doc Document, finalKey string,
+	def QuotaLimits, out events.Envelope, origin Origin) (string, []any, error) {
 	if doc.UserID == nil {
-		return 0, errors.New("finish charged: the document has no owner")
+		return "", nil, errors.New("finish charged: the document has no owner")
 	}
 	payload, err := json.Marshal(out)
 	if err != nil {
-		return 0, fmt.Errorf("encode event: %w", err)
+		return "", nil, fmt.Errorf("encode event: %w", err)
 	}
-	var done, fits int
-	var row bool
-	err = db.QueryRow(ctx, `with fits as (
+	return `with fits as (
 			select user_id from quotas where user_id = $20
 				and used_bytes + $21 <= coalesce(max_bytes, $22) and used_documents + 1 <= coalesce(max_documents, $23)
 			for update),
@@ -384,10 +407,17 @@ func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, event
 			update quotas set used_bytes = used_bytes + $21, used_documents = used_documents + 1, updated_at = now()
 			where user_id = $20 and exists (select 1 from doc)
 			returning user_id),
-		`+recordFromDoc(5)+`
+		` + recordFromDoc(5) + `
 		select (select count(*) from charged), (select count(*) from fits), exists (select 1 from quotas where user_id = $20)`,
 		append(append([]any{consumer, eventID, doc.ID, finalKey}, recordArgs(out, payload, origin)...),
-			*doc.UserID, doc.SizeBytes, def.Bytes, def.Documents, doc.TopicID, doc.FolderID)...).Scan(&done, &fits, &row)
+			*doc.UserID, doc.SizeBytes, def.Bytes, def.Documents, doc.TopicID, doc.FolderID), nil
+}
+
+// scanCharged reads the outcome of finishChargedStatement.
+func scanCharged(row pgx.Row) (ChargedOutcome, error) {
+	var done, fits int
+	var hasRow bool
+	err := row.Scan(&done, &fits, &hasRow)
 	switch {
 	case err != nil:
 		return 0, translate(err)
@@ -395,7 +425,7 @@ func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, event
 		return Charged, nil
 	case fits == 1:
 		return ChargeNotApplied, nil
-	case !row:
+	case !hasRow:
 		return ChargeNoRow, nil
 	}
 	return ChargeRefused, nil

@@ -92,3 +92,39 @@ func QueueGetDocumentAndQuota(batch *pgx.Batch, id uuid.UUID, def QuotaLimits) f
 		return d, q, translate(err)
 	}
 }
+
+// DocumentAndQuota is a document with its owner's effective quota.
+type DocumentAndQuota struct {
+	Document Document
+	Quota    Quota
+}
+
+// QueueGetDocumentsAndQuotas adds to batch the read of the documents ids
+// that exist, each with its owner's effective quota (as
+// QueueGetDocumentAndQuota); the returned function reads them, by id, in
+// queue order.
+func QueueGetDocumentsAndQuotas(batch *pgx.Batch, ids []uuid.UUID, def QuotaLimits) func(pgx.BatchResults) (map[uuid.UUID]DocumentAndQuota, error) {
+	batch.Queue(`select `+prefixedDocumentColumns+`, coalesce(q.max_bytes, $2), coalesce(q.max_documents, $3),
+			coalesce(q.used_bytes, 0), coalesce(q.used_documents, 0)
+		from documents d left join quotas q on q.user_id = d.user_id where d.id = any($1)`, ids, def.Bytes, def.Documents)
+	return func(br pgx.BatchResults) (map[uuid.UUID]DocumentAndQuota, error) {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, translate(err)
+		}
+		defer rows.Close()
+		found := make(map[uuid.UUID]DocumentAndQuota, len(ids))
+		for rows.Next() {
+			var dq DocumentAndQuota
+			q := &dq.Quota
+			if err := rows.Scan(append(documentTargets(&dq.Document), &q.MaxBytes, &q.MaxDocuments, &q.UsedBytes, &q.UsedDocuments)...); err != nil {
+				return nil, translate(err)
+			}
+			if dq.Document.UserID != nil {
+				q.UserID = *dq.Document.UserID
+			}
+			found[dq.Document.ID] = dq
+		}
+		return found, translate(rows.Err())
+	}
+}
