@@ -52,13 +52,20 @@ type Finalizer struct {
 	// removals queue staged objects for RunRemover, while it runs.
 	removals  chan string
 	removerOn atomic.Bool
+
+	// batchIn takes uploads to finalise as a group while RunBatches runs
+	// (batchOn); batchStop is closed when it stopped.
+	batchIn   chan batchReq
+	batchStop chan struct{}
+	batchOn   atomic.Bool
 }
 
 // New returns a Finalizer charging owners' quotas with quota as the default
 // limits. notify (may be nil) wakes the relay after the finalizer committed
 // events.
 func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, notify *store.Notifier, quota store.QuotaLimits) *Finalizer {
-	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify, quota: quota, removals: make(chan string, 4096)}
+	return &Finalizer{log: log, db: db, blobs: blobs, notify: notify, quota: quota,
+		removals: make(chan string, 4096), batchIn: make(chan batchReq), batchStop: make(chan struct{})}
 }
 
 // errOverQuota rolls back a finish that would take the owner over quota.
@@ -95,7 +102,15 @@ func (f *Finalizer) Handle(msg *message.Message) error {
 // Deliveries of the same document are serialised by an advisory lock, so
 // a concurrent duplicate waits and then finds the work done, instead of
 // racing for the objects (one moving them while the other looks for them).
+//
+// While RunBatches runs, the upload goes to the group finaliser first,
+// which hands back what it does not finish the common way.
 func (f *Finalizer) Finalize(ctx context.Context, ev events.Envelope) error {
+	if f.batchOn.Load() {
+		if took, err := f.finalizeGrouped(ctx, ev); took {
+			return err
+		}
+	}
 	conn, err := f.db.Acquire(ctx)
 	if err != nil {
 		return err
@@ -211,6 +226,9 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 			}
 		}
 		if reason != "" {
+			if err := f.blobs.Remove(ctx, final); err != nil { // an earlier attempt's copy
+				return err
+			}
 			if err := f.finish(ctx, conn, ev, doc, store.StatusRejected, reason); err != nil {
 				return err
 			}
@@ -248,6 +266,13 @@ func (f *Finalizer) finalize(ctx context.Context, conn db, ev events.Envelope, d
 func (f *Finalizer) finalizeUnchanged(ctx context.Context, conn db, ev events.Envelope, doc store.Document, quota store.Quota) (done bool, err error) {
 	staging, final := blob.StagingKey(doc.ID), blob.FinalKey(doc.UserID, doc.ID)
 	reject := func(reason string) (bool, error) {
+		// A copy an earlier attempt made (one that crashed before its
+		// commit, or a group's, see RunBatches) must not outlive the
+		// rejection: removed first, so a crash leaves no object behind a
+		// rejected document.
+		if err := f.blobs.Remove(ctx, final); err != nil {
+			return true, err
+		}
 		if err := f.finish(ctx, conn, ev, doc, store.StatusRejected, reason); err != nil {
 			return true, err
 		}

@@ -66,7 +66,19 @@ func (f *fixture) usage(t *testing.T, owner uuid.UUID) (usedBytes, usedDocs, rea
 // of the ready documents. Delivering everything again changes nothing.
 func TestQuotaRaceForTheLastBytes(t *testing.T) {
 	t.Parallel()
+	quotaRace(t, setup(t))
+}
+
+// The same race with the group finaliser (RunBatches) running, as in the
+// consumer: the uploads race in groups and one by one at once.
+func TestQuotaRaceForTheLastBytesInGroups(t *testing.T) {
+	t.Parallel()
 	f := setup(t)
+	f.grouped(t, 2, 16)
+	quotaRace(t, f)
+}
+
+func quotaRace(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	owner := f.newUser(t)
 	const size, fits, uploads = 10 << 10, 10, 32
