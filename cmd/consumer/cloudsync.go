@@ -1,12 +1,11 @@
 package main
 
 import (
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/streamsub"
 )
 
 // cloudSyncConsumer is the consumer name of the cloud sync subscriber.
@@ -19,8 +18,9 @@ func cloudSyncConsumer(name string) string { return name + "-cloud-sync" }
 // which is quick, so one subscriber keeps up; the copies themselves run in
 // the syncer's workers (Syncer.Run).
 func addCloudSyncHandler(d routerDeps, router *message.Router, syncer *cloudsync.Syncer) error {
-	wlog := watermill.NewSlogLogger(d.log)
-	sub, err := redisstream.NewSubscriber(subscriberConfig(d.redisOpts, cloudsync.ConsumerName, cloudSyncConsumer(d.name), d.live, d.lost), wlog)
+	// One message at a time, in stream order (a document's deletion is
+	// planned after its copies), read ahead in batches.
+	sub, err := streamsub.New(subscriberConfig(d.redisOpts, cloudsync.ConsumerName, cloudSyncConsumer(d.name), 1, d.live, d.lost, d.log))
 	if err != nil {
 		return err
 	}

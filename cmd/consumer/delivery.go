@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/finalize"
+	"github.com/docuvault/docuvault/internal/streamsub"
 )
 
 // Delivery settings shared by every subscriber of the consumer.
@@ -92,31 +93,34 @@ func (l *liveness) shouldClaim(self string) func(redis.XPendingExt) bool {
 	}
 }
 
-// subscriberConfig is the redisstream configuration of one subscriber in
-// group with the stable consumer name consumer. lost is set when a read
-// fails with NOGROUP (Redis lost the group: restarted empty), which stops
-// the subscription so that the consumer re-creates its router.
-func subscriberConfig(redisOpts *redis.Options, group, consumer string, live *liveness, lost *atomic.Bool) redisstream.SubscriberConfig {
-	return redisstream.SubscriberConfig{
-		Client:        redis.NewClient(redisOpts),
-		ConsumerGroup: group,
-		Consumer:      consumer,
+// subscriberConfig is the configuration of the subscriber of consumer in
+// group, handing out up to concurrency messages at once. lost is set when
+// a read fails with NOGROUP (Redis lost the group: restarted empty), which
+// ends the subscription so that the consumer re-creates its router.
+func subscriberConfig(redisOpts *redis.Options, group, consumer string, concurrency int, live *liveness, lost *atomic.Bool, log *slog.Logger) streamsub.Config {
+	return streamsub.Config{
+		Client:   redis.NewClient(redisOpts),
+		Group:    group,
+		Consumer: consumer,
 		// An entry that cannot be decoded becomes a message the malformed
-		// middleware sends to the dead letters, instead of ending the
-		// subscription (what the stock unmarshaller's error does).
-		Unmarshaller:                  tolerantUnmarshaller{},
-		MaxIdleTime:                   claimIdle,
-		ClaimInterval:                 claimIdle,
-		ShouldClaimPendingMessage:     live.shouldClaim(consumer),
-		NackResendSleep:               500 * time.Millisecond,
-		DisableIndefiniteInitialBlock: true,
-		ShouldStopOnReadErrors: func(err error) bool {
+		// middleware sends to the dead letters.
+		Unmarshaller: tolerantUnmarshaller{},
+		Concurrency:  concurrency,
+		Prefetch:     max(concurrency, 32),
+		MinIdle:      claimIdle,
+		// The first claim is at once, and takes back what this consumer's
+		// previous run left pending.
+		ClaimInterval:   claimIdle,
+		ShouldClaim:     live.shouldClaim(consumer),
+		NackResendSleep: 500 * time.Millisecond,
+		ShouldStop: func(err error) bool {
 			if strings.HasPrefix(err.Error(), "NOGROUP") {
 				lost.Store(true)
 				return true
 			}
 			return false
 		},
+		Logger: log,
 	}
 }
 

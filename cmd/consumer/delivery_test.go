@@ -19,6 +19,7 @@ import (
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/relay"
 	"github.com/docuvault/docuvault/internal/store"
 	"github.com/docuvault/docuvault/internal/testenv"
@@ -147,7 +148,7 @@ func TestPoisonGoesToDeadLettersAndTheSubscriptionContinues(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dead letter %s is not a Watermill message: %v", e.ID, err)
 			}
-			if strings.HasPrefix(msg.Metadata.Get(middleware.PoisonedHandlerKey), "finalize-") {
+			if msg.Metadata.Get(middleware.PoisonedHandlerKey) == finalize.ConsumerName {
 				reasons[msg.UUID] = msg.Metadata.Get(middleware.ReasonForPoisonedKey)
 			}
 		}

@@ -18,12 +18,18 @@ import (
 	"github.com/docuvault/docuvault/internal/cloudsync"
 	"github.com/docuvault/docuvault/internal/events"
 	"github.com/docuvault/docuvault/internal/finalize"
+	"github.com/docuvault/docuvault/internal/streamsub"
 	"github.com/docuvault/docuvault/internal/tracing"
 )
 
-// finalizeWorkers is how many documents one consumer process finalises
-// concurrently.
-const finalizeWorkers = 8
+// finalizeWorkers is how many messages of the document stream one
+// consumer process handles concurrently in its finalize group. The
+// uploads among them are finalised together (finalize.RunBatches), in up
+// to finalizeGroups groups at once.
+const (
+	finalizeWorkers = 32
+	finalizeGroups  = 2
+)
 
 // DeadLetterStream receives messages that failed every retry, or can never
 // be handled, with the failure in their metadata.
@@ -42,8 +48,8 @@ func consumerName(metricsAddr string) string {
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
-// finalizeConsumer is the consumer name of finalize worker w.
-func finalizeConsumer(name string, w int) string { return fmt.Sprintf("%s-%d", name, w) }
+// finalizeConsumer is the consumer name of the finalize subscriber.
+func finalizeConsumer(name string) string { return name + "-finalize" }
 
 // routerDeps are what the consumer's router is built from.
 type routerDeps struct {
@@ -61,7 +67,7 @@ type routerDeps struct {
 // newRouter wires the consumer's handlers: one consumer group per concern,
 // each with retries, panic recovery, metrics and a dead-letter path. Each
 // subscriber and the dead-letter publisher get their own Redis client:
-// closing a Watermill redisstream subscriber closes its client.
+// closing a subscriber closes its client.
 func newRouter(d routerDeps) (*message.Router, error) {
 	wlog := watermill.NewSlogLogger(d.log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
@@ -103,17 +109,14 @@ func newRouter(d routerDeps) (*message.Router, error) {
 		middleware.Recoverer,
 	)
 
-	// Each worker is one subscriber in the group, so up to finalizeWorkers
-	// documents are finalised at once (a Watermill subscription handles one
-	// message at a time).
-	for w := range finalizeWorkers {
-		consumer := finalizeConsumer(d.name, w)
-		sub, err := redisstream.NewSubscriber(subscriberConfig(d.redisOpts, finalize.ConsumerName, consumer, d.live, d.lost), wlog)
-		if err != nil {
-			return nil, err
-		}
-		router.AddConsumerHandler(fmt.Sprintf("finalize-%d", w), events.StreamDocuments, sub, d.fin.Handle)
+	// One subscriber hands up to finalizeWorkers messages to the handler at
+	// once (streamsub; the router handles each in its own goroutine), and
+	// the finaliser groups the uploads among them.
+	sub, err := streamsub.New(subscriberConfig(d.redisOpts, finalize.ConsumerName, finalizeConsumer(d.name), finalizeWorkers, d.live, d.lost, d.log))
+	if err != nil {
+		return nil, err
 	}
+	router.AddConsumerHandler(finalize.ConsumerName, events.StreamDocuments, sub, d.fin.Handle)
 	return router, nil
 }
 

@@ -64,10 +64,11 @@ func loadConfig(src *config.Source) (Config, error) {
 		return cfg, err
 	}
 	if !strings.Contains(src.Get("DATABASE_URL"), "pool_max_conns") {
-		// Each finalize worker holds a connection at a time, and the
-		// cloud sync workers, the notifier and the sweep need theirs:
-		// pgx's default (4 here) made workers queue for connections.
-		cfg.Database.MaxConns = 4 * finalizeWorkers
+		// Each finalize group and each finalize worker finalising one by
+		// one holds a connection at a time, and the cloud sync workers,
+		// the notifier and the sweep need theirs: pgx's default (4 here)
+		// made workers queue for connections.
+		cfg.Database.MaxConns = finalizeWorkers + finalizeGroups + 8
 	}
 	// The consumer's commits do not wait for the WAL flush. Everything it
 	// writes follows from an event or a sweep that is repeated if the
@@ -188,10 +189,8 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	syncer := cloudsync.New(log, pool, blobs, cloudsync.NewConnector(sealer), notifier, cloudsync.Config{})
 
 	name := consumerName(cfg.MetricsAddr)
-	live := &liveness{ttl: cfg.ClaimAfter, rdb: rdb, log: log, started: time.Now(), names: []string{cloudSyncConsumer(name)}}
-	for w := range finalizeWorkers {
-		live.names = append(live.names, finalizeConsumer(name, w))
-	}
+	live := &liveness{ttl: cfg.ClaimAfter, rdb: rdb, log: log, started: time.Now(),
+		names: []string{finalizeConsumer(name), cloudSyncConsumer(name)}}
 	deps := routerDeps{log: log, redisOpts: cfg.Redis, name: name, fin: fin, live: live,
 		metrics: newHandlerMetrics(reg, rdb), lost: new(atomic.Bool)}
 
@@ -204,6 +203,11 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	go func() {
 		defer close(sweepDone)
 		fin.Sweep(ctx, finalize.SweepConfig{})
+	}()
+	batchesDone := make(chan struct{})
+	go func() {
+		defer close(batchesDone)
+		fin.RunBatches(ctx, finalizeGroups, finalizeWorkers)
 	}()
 	removerDone := make(chan struct{})
 	go func() {
@@ -220,6 +224,7 @@ func runConsumer(ctx context.Context, args []string, getenv func(string) string,
 	cancel()
 	<-liveDone
 	<-sweepDone
+	<-batchesDone
 	<-removerDone
 	<-syncDone
 	err = errors.Join(runErr, <-serverErr)
