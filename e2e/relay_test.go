@@ -59,7 +59,7 @@ func onStream(t *testing.T, rdb *redis.Client) map[uuid.UUID]int {
 }
 
 // metric returns the text of the metric lines of name at addr's /metrics.
-func metric(t *testing.T, addr, name string) string {
+func metric(t testing.TB, addr, name string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
