@@ -20,17 +20,19 @@ import (
 
 // Group finalisation. While RunBatches runs, the uploads that handlers
 // hand to Finalize at about the same time are finalised together, the
-// common way (an unchanged staged object whose owner has room), with two
-// round trips to PostgreSQL for the whole group instead of three per
-// document:
+// common way (an unchanged staged object whose owner has room for all of
+// the owner's uploads in the group), with two round trips and four
+// statements to PostgreSQL for the whole group instead of three round trips
+// per document:
 //
 //  1. begin; take each document's lock for the transaction
 //     (pg_try_advisory_xact_lock: the same locks as the one-by-one path's
 //     session locks, so the two exclude each other); read which events
 //     were handled, and the documents with their owners' quotas;
 //  2. (the conditional server-side copies, concurrently;)
-//  3. one FinishChargedAndRecord statement per copied document, in owner
-//     order (they lock the quotas rows); commit.
+//  3. one statement for every copied document (QueueFinishChargedMany:
+//     ready, the owners' quota charges, processed marks, audit rows and
+//     events); commit.
 //
 // Anything else (a large upload too), or anything that goes wrong, is
 // handed back to the handler, which finalises that document one by one
@@ -236,21 +238,8 @@ func (f *Finalizer) finalizeBatch(ctx context.Context, reqs []batchReq) {
 	}
 	wg.Wait()
 
-	// Owner order: each statement locks its owner's quotas row until the
-	// commit, and concurrent groups must take them in the same order.
-	slices.SortFunc(copies, func(a, b candidate) int {
-		if c := compareUUID(*a.doc.UserID, *b.doc.UserID); c != 0 {
-			return c
-		}
-		return compareUUID(a.doc.ID, b.doc.ID)
-	})
-	batch = &pgx.Batch{}
-	type finishing struct {
-		req     int
-		doc     store.Document
-		outcome func(pgx.BatchResults) (store.ChargedOutcome, error)
-	}
-	var finishes []finishing
+	var items []store.ChargedFinish
+	var finishing []candidate
 	for _, c := range copies {
 		if c.err != nil {
 			continue // not found, changed, or failed: one by one
@@ -262,40 +251,39 @@ func (f *Finalizer) finalizeBatch(ctx context.Context, reqs []batchReq) {
 		if err != nil {
 			continue
 		}
-		outcome, err := store.QueueFinishCharged(batch, ConsumerName, r.ev.ID, c.doc, expected.StorageKey, f.quota, out, origin(r.ctx))
-		if err != nil {
-			continue
-		}
-		finishes = append(finishes, finishing{req: c.req, doc: c.doc, outcome: outcome})
+		items = append(items, store.ChargedFinish{EventID: r.ev.ID, Doc: c.doc, FinalKey: expected.StorageKey, Out: out, Origin: origin(r.ctx)})
+		finishing = append(finishing, c)
 	}
-	if len(finishes) == 0 {
+	if len(items) == 0 {
+		f.rollback(conn)
+		return
+	}
+	batch = &pgx.Batch{}
+	finished, err := store.QueueFinishChargedMany(batch, ConsumerName, items, f.quota)
+	if err != nil {
 		f.rollback(conn)
 		return
 	}
 	batch.Queue(`commit`)
 	results = conn.SendBatch(ctx, batch)
-	charged := make([]bool, len(finishes))
-	for i, fin := range finishes {
-		o, err := fin.outcome(results)
-		charged[i] = err == nil && o == store.Charged
-	}
-	tag, err := results.Exec()
-	if err = errors.Join(err, results.Close()); err != nil || tag.String() != "COMMIT" {
+	applied, err := finished(results)
+	tag, commitErr := results.Exec()
+	if err = errors.Join(err, commitErr, results.Close()); err != nil || tag.String() != "COMMIT" {
 		// Rolled back: nothing of the group happened.
 		f.rollback(conn)
 		return
 	}
 	f.notify.Poke()
-	for i, fin := range finishes {
-		if !charged[i] {
-			continue // not applied, refused, no quota row: one by one decides
+	for _, c := range finishing {
+		if !applied[c.doc.ID] {
+			continue // not applied (see QueueFinishChargedMany): one by one decides
 		}
-		r := reqs[fin.req]
-		f.removeLater(ctx, blob.StagingKey(fin.doc.ID))
+		r := reqs[c.req]
+		f.removeLater(ctx, blob.StagingKey(c.doc.ID))
 		f.metrics.finished(store.StatusReady, "")
-		f.log.Info("document ready", append([]any{"document_id", fin.doc.ID, "size_bytes", fin.doc.SizeBytes},
+		f.log.Info("document ready", append([]any{"document_id", c.doc.ID, "size_bytes", c.doc.SizeBytes},
 			tracing.EventAttrs(r.ctx, r.ev)...)...)
-		answer(fin.req, nil)
+		answer(c.req, nil)
 	}
 }
 

@@ -366,20 +366,6 @@ func FinishChargedAndRecord(ctx context.Context, db DBTX, consumer string, event
 	return scanCharged(db.QueryRow(ctx, sql, args...))
 }
 
-// QueueFinishCharged adds the statement of FinishChargedAndRecord to
-// batch, which may hold several in one transaction (they lock the owners'
-// quotas rows: queue them in owner order); the returned function reads
-// its outcome, in queue order.
-func QueueFinishCharged(batch *pgx.Batch, consumer string, eventID uuid.UUID, doc Document, finalKey string,
-	def QuotaLimits, out events.Envelope, origin Origin) (func(pgx.BatchResults) (ChargedOutcome, error), error) {
-	sql, args, err := finishChargedStatement(consumer, eventID, doc, finalKey, def, out, origin)
-	if err != nil {
-		return nil, err
-	}
-	batch.Queue(sql, args...)
-	return func(br pgx.BatchResults) (ChargedOutcome, error) { return scanCharged(br.QueryRow()) }, nil
-}
-
 // finishChargedStatement is the statement of FinishChargedAndRecord and
 // its arguments.
 func finishChargedStatement(consumer string, eventID uuid.UUID, doc Document, finalKey string,
@@ -436,4 +422,113 @@ func scanCharged(row pgx.Row) (ChargedOutcome, error) {
 func EnsureQuotaRow(ctx context.Context, db DBTX, user uuid.UUID) error {
 	_, err := db.Exec(ctx, `insert into quotas (user_id) values ($1) on conflict (user_id) do nothing`, user)
 	return translate(err)
+}
+
+// ChargedFinish is one document of QueueFinishChargedMany: the pending
+// document (as read, with its owner), its final key, the event handled
+// and the finalized event out with its origin.
+type ChargedFinish struct {
+	EventID  uuid.UUID
+	Doc      Document
+	FinalKey string
+	Out      events.Envelope
+	Origin   Origin
+}
+
+// QueueFinishChargedMany adds to batch one statement that does what
+// FinishChargedAndRecord does for each of items, applying those of an
+// owner only if all of that owner's fit its quota (checked on the quotas
+// rows' latest versions, locked in owner order until the commit): it
+// marks each document still pending and as expected ready at its final
+// key, records its event as handled, charges each owner once for its
+// documents, and writes their audit and outbox rows. The returned
+// function reads which documents it applied, in queue order; the others
+// (handled before, no longer pending or as expected, an owner without a
+// quotas row or without room for all of them) changed nothing.
+func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFinish, def QuotaLimits) (func(pgx.BatchResults) (map[uuid.UUID]bool, error), error) {
+	n := len(items)
+	var (
+		docIDs, eventIDs, owners, topics, folders, outIDs, correlations, causations = make([]uuid.UUID, n), make([]uuid.UUID, n),
+			make([]uuid.UUID, n), make([]*uuid.UUID, n), make([]*uuid.UUID, n), make([]uuid.UUID, n), make([]uuid.UUID, n), make([]*uuid.UUID, n)
+		actorIDs                                                        = make([]*uuid.UUID, n)
+		keys, actorTypes, actions, aggTypes, details, streams, payloads = make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		requestIDs, traceparents = make([]string, n), make([]string, n)
+		sizes                    = make([]int64, n)
+		versions                 = make([]int32, n)
+		occurred                 = make([]time.Time, n)
+	)
+	for i, it := range items {
+		if it.Doc.UserID == nil {
+			return nil, errors.New("finish charged: a document has no owner")
+		}
+		payload, err := json.Marshal(it.Out)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		o := it.Out
+		docIDs[i], eventIDs[i], owners[i], topics[i], folders[i] = it.Doc.ID, it.EventID, *it.Doc.UserID, it.Doc.TopicID, it.Doc.FolderID
+		keys[i], sizes[i] = it.FinalKey, it.Doc.SizeBytes
+		occurred[i], actorTypes[i], actorIDs[i], actions[i], aggTypes[i] = o.OccurredAt, o.Actor.Type, o.Actor.ID, o.Type, o.AggregateType
+		outIDs[i], correlations[i], causations[i], details[i] = o.ID, o.CorrelationID, o.CausationID, string(o.Data)
+		streams[i], payloads[i], versions[i] = o.Stream(), string(payload), int32(o.Version)
+		requestIDs[i], traceparents[i] = truncate(it.Origin.RequestID, 200), it.Origin.Traceparent
+	}
+	batch.Queue(`with input as (
+			select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::uuid[], $8::uuid[],
+				$9::timestamptz[], $10::text[], $11::uuid[], $12::text[], $13::text[], $14::uuid[], $15::uuid[], $16::uuid[],
+				$17::text[], $18::text[], $19::text[], $20::int[], $21::text[], $22::text[])
+				as i (doc_id, event_id, final_key, user_id, size, topic_id, folder_id,
+					occurred_at, actor_type, actor_id, action, aggregate_type, out_id, correlation_id, causation_id,
+					details, stream, payload, version, request_id, traceparent)),
+		need as (
+			select user_id, sum(size) as bytes, count(*) as docs from input group by user_id),
+		fits as (
+			select q.user_id from quotas q join need n on n.user_id = q.user_id
+			where q.used_bytes + n.bytes <= coalesce(q.max_bytes, $23::bigint) and q.used_documents + n.docs <= coalesce(q.max_documents, $24::bigint)
+			order by q.user_id
+			for update of q),
+		doc as (
+			update documents d set status = 'ready', storage_key = i.final_key, reject_reason = null, finalized_at = now(), updated_at = now()
+			from input i
+			where d.id = i.doc_id and d.user_id = i.user_id and d.status = 'pending'
+				and d.topic_id is not distinct from i.topic_id and d.folder_id is not distinct from i.folder_id
+				and i.user_id in (select user_id from fits)
+				and not exists (select 1 from processed_events p where p.consumer = $1 and p.event_id = i.event_id)
+			returning i.*),
+		handled as (
+			insert into processed_events (consumer, event_id) select $1, event_id from doc),
+		charged as (
+			update quotas q set used_bytes = q.used_bytes + s.bytes, used_documents = q.used_documents + s.docs, updated_at = now()
+			from (select user_id, sum(size) as bytes, count(*) as docs from doc group by user_id) s
+			where q.user_id = s.user_id),
+		audit as (
+			insert into audit_log (occurred_at, actor_type, actor_id, action, aggregate_type, aggregate_id,
+				event_id, correlation_id, causation_id, details, version, request_id, traceparent)
+			select occurred_at, actor_type, actor_id, action, aggregate_type, doc_id, out_id, correlation_id, causation_id,
+				details::jsonb, version, nullif(request_id, ''), nullif(traceparent, '') from doc order by doc_id),
+		queued as (
+			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
+				request_id, traceparent)
+			select out_id, stream, action, aggregate_type, doc_id, correlation_id, payload::jsonb, occurred_at, version,
+				nullif(request_id, ''), nullif(traceparent, '') from doc order by doc_id)
+		select doc_id from doc`,
+		consumer, docIDs, eventIDs, keys, owners, sizes, topics, folders,
+		occurred, actorTypes, actorIDs, actions, aggTypes, outIDs, correlations, causations,
+		details, streams, payloads, versions, requestIDs, traceparents, def.Bytes, def.Documents)
+	return func(br pgx.BatchResults) (map[uuid.UUID]bool, error) {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, translate(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			return nil, translate(err)
+		}
+		applied := make(map[uuid.UUID]bool, len(ids))
+		for _, id := range ids {
+			applied[id] = true
+		}
+		return applied, nil
+	}, nil
 }
