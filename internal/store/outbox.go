@@ -446,19 +446,17 @@ type ChargedFinish struct {
 // (handled before, no longer pending or as expected, an owner without a
 // quotas row or without room for all of them) changed nothing.
 func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFinish, def QuotaLimits) (func(pgx.BatchResults) (map[uuid.UUID]bool, error), error) {
-	n := len(items)
-	var (
-		docIDs, eventIDs, owners, topics, folders, outIDs, correlations, causations = make([]uuid.UUID, n), make([]uuid.UUID, n),
-			make([]uuid.UUID, n), make([]*uuid.UUID, n), make([]*uuid.UUID, n), make([]uuid.UUID, n), make([]uuid.UUID, n), make([]*uuid.UUID, n)
-		actorIDs                                                        = make([]*uuid.UUID, n)
-		keys, actorTypes, actions, aggTypes, details, streams, payloads = make([]string, n), make([]string, n), make([]string, n),
-			make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		requestIDs, traceparents = make([]string, n), make([]string, n)
-		sizes                    = make([]int64, n)
-		versions                 = make([]int32, n)
-		occurred                 = make([]time.Time, n)
-	)
-	for i, it := range items {
+	// One array per column of the statement's input.
+	var c struct {
+		docIDs, eventIDs, owners, outIDs, correlations []uuid.UUID
+		topics, folders, actorIDs, causations          []*uuid.UUID
+		keys, actorTypes, actions, aggTypes, details   []string
+		streams, payloads, requestIDs, traceparents    []string
+		sizes                                          []int64
+		versions                                       []int32
+		occurred                                       []time.Time
+	}
+	for _, it := range items {
 		if it.Doc.UserID == nil {
 			return nil, errors.New("finish charged: a document has no owner")
 		}
@@ -466,13 +464,16 @@ func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFi
 		if err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		o := it.Out
-		docIDs[i], eventIDs[i], owners[i], topics[i], folders[i] = it.Doc.ID, it.EventID, *it.Doc.UserID, it.Doc.TopicID, it.Doc.FolderID
-		keys[i], sizes[i] = it.FinalKey, it.Doc.SizeBytes
-		occurred[i], actorTypes[i], actorIDs[i], actions[i], aggTypes[i] = o.OccurredAt, o.Actor.Type, o.Actor.ID, o.Type, o.AggregateType
-		outIDs[i], correlations[i], causations[i], details[i] = o.ID, o.CorrelationID, o.CausationID, string(o.Data)
-		streams[i], payloads[i], versions[i] = o.Stream(), string(payload), int32(o.Version)
-		requestIDs[i], traceparents[i] = truncate(it.Origin.RequestID, 200), it.Origin.Traceparent
+		d, o := it.Doc, it.Out
+		c.docIDs, c.eventIDs, c.owners = append(c.docIDs, d.ID), append(c.eventIDs, it.EventID), append(c.owners, *d.UserID)
+		c.topics, c.folders = append(c.topics, d.TopicID), append(c.folders, d.FolderID)
+		c.keys, c.sizes = append(c.keys, it.FinalKey), append(c.sizes, d.SizeBytes)
+		c.occurred, c.actorTypes, c.actorIDs = append(c.occurred, o.OccurredAt), append(c.actorTypes, o.Actor.Type), append(c.actorIDs, o.Actor.ID)
+		c.actions, c.aggTypes, c.outIDs = append(c.actions, o.Type), append(c.aggTypes, o.AggregateType), append(c.outIDs, o.ID)
+		c.correlations, c.causations = append(c.correlations, o.CorrelationID), append(c.causations, o.CausationID)
+		c.details, c.streams, c.payloads = append(c.details, string(o.Data)), append(c.streams, o.Stream()), append(c.payloads, string(payload))
+		c.versions = append(c.versions, int32(o.Version))
+		c.requestIDs, c.traceparents = append(c.requestIDs, truncate(it.Origin.RequestID, 200)), append(c.traceparents, it.Origin.Traceparent)
 	}
 	batch.Queue(`with input as (
 			select * from unnest($2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::bigint[], $7::uuid[], $8::uuid[],
@@ -513,9 +514,9 @@ func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFi
 			select out_id, stream, action, aggregate_type, doc_id, correlation_id, payload::jsonb, occurred_at, version,
 				nullif(request_id, ''), nullif(traceparent, '') from doc order by doc_id)
 		select doc_id from doc`,
-		consumer, docIDs, eventIDs, keys, owners, sizes, topics, folders,
-		occurred, actorTypes, actorIDs, actions, aggTypes, outIDs, correlations, causations,
-		details, streams, payloads, versions, requestIDs, traceparents, def.Bytes, def.Documents)
+		consumer, c.docIDs, c.eventIDs, c.keys, c.owners, c.sizes, c.topics, c.folders,
+		c.occurred, c.actorTypes, c.actorIDs, c.actions, c.aggTypes, c.outIDs, c.correlations, c.causations,
+		c.details, c.streams, c.payloads, c.versions, c.requestIDs, c.traceparents, def.Bytes, def.Documents)
 	return func(br pgx.BatchResults) (map[uuid.UUID]bool, error) {
 		rows, err := br.Query()
 		if err != nil {
