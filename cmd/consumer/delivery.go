@@ -33,11 +33,10 @@ const (
 // liveness publishes that this process's consumers are alive, and tells
 // whether another consumer is, so that entries pending with a consumer
 // that died are claimed quickly (within ttl, CLAIM_AFTER, plus a claim
-// interval)
-// while a slow but live handler's entry is never taken from it, however
-// long it runs. A restarted process uses the same consumer names and takes
-// back the entries its previous run left pending: those delivered before
-// it started.
+// interval) while a slow but live handler's entry is never taken from it,
+// however long it runs. A restarted process uses the same consumer names:
+// its subscribers hand out the entries its previous run left pending
+// first (streamsub).
 type liveness struct {
 	ttl     time.Duration
 	rdb     *redis.Client
@@ -76,16 +75,11 @@ func (l *liveness) run(ctx context.Context) {
 	}
 }
 
-// shouldClaim decides for a pending entry idle for at least claimIdle
-// whether consumer self takes it over.
-func (l *liveness) shouldClaim(self string) func(redis.XPendingExt) bool {
+// shouldClaim decides for an entry pending with another consumer, idle
+// for at least claimIdle, whether to take it over: only when that
+// consumer has no heartbeat.
+func (l *liveness) shouldClaim() func(redis.XPendingExt) bool {
 	return func(xp redis.XPendingExt) bool {
-		if xp.Consumer == self {
-			// Ours: take it back only if it was delivered before this
-			// process started (to its previous run); one delivered since is
-			// being handled here right now.
-			return xp.Idle > time.Since(l.started)
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		n, err := l.rdb.Exists(ctx, aliveKey(xp.Consumer)).Result()
@@ -104,14 +98,12 @@ func subscriberConfig(redisOpts *redis.Options, group, consumer string, concurre
 		Consumer: consumer,
 		// An entry that cannot be decoded becomes a message the malformed
 		// middleware sends to the dead letters.
-		Unmarshaller: tolerantUnmarshaller{},
-		Concurrency:  concurrency,
-		Prefetch:     max(concurrency, 32),
-		MinIdle:      claimIdle,
-		// The first claim is at once, and takes back what this consumer's
-		// previous run left pending.
+		Unmarshaller:    tolerantUnmarshaller{},
+		Concurrency:     concurrency,
+		Prefetch:        max(concurrency, 32),
+		MinIdle:         claimIdle,
 		ClaimInterval:   claimIdle,
-		ShouldClaim:     live.shouldClaim(consumer),
+		ShouldClaim:     live.shouldClaim(),
 		NackResendSleep: 500 * time.Millisecond,
 		ShouldStop: func(err error) bool {
 			if strings.HasPrefix(err.Error(), "NOGROUP") {

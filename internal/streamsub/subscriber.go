@@ -17,7 +17,9 @@
 //     XACK is on its way together in the next one;
 //   - Close stops reading, lets the messages in flight finish (for at most
 //     CloseWait, then cancels their contexts) and sends their
-//     acknowledgements before it returns.
+//     acknowledgements before it returns;
+//   - a subscription first hands out the entries still pending with its
+//     consumer name (its previous run's), in stream order, then new ones.
 //
 // A message nacked is handed out again after NackResendSleep (as the stock
 // subscriber does; the router's retry and poison-queue middleware decide
@@ -57,9 +59,11 @@ type Config struct {
 	BlockTime time.Duration
 
 	// ClaimInterval is how often pending entries idle for MinIdle are
-	// looked at (default 5s); ShouldClaim decides whether this consumer
-	// takes one over (nil: every one idle that long). ClaimBatchSize is
-	// how many are looked at each time (default 100).
+	// looked at (default 5s; ClaimBatchSize at a time, default 100).
+	// ShouldClaim decides whether this consumer takes over one pending
+	// with another consumer (nil: every one idle that long). Its own that
+	// it does not hold (a read whose reply was lost) it always takes back;
+	// its previous run's it reads first, at once.
 	ClaimInterval  time.Duration
 	MinIdle        time.Duration
 	ClaimBatchSize int64
@@ -151,7 +155,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, stream string) (<-chan *mess
 	}
 	out := make(chan *message.Message)
 	c := &consumption{s: s, stream: stream, out: out,
-		slots: make(chan struct{}, s.cfg.Concurrency), acks: make(chan string, 4*s.cfg.Concurrency+s.cfg.Prefetch)}
+		slots: make(chan struct{}, s.cfg.Concurrency), acks: make(chan string, 4*s.cfg.Concurrency+s.cfg.Prefetch),
+		abandon: make(chan struct{}), held: map[string]bool{}}
 	s.subs.Add(1)
 	go func() {
 		defer s.subs.Done()
@@ -181,10 +186,37 @@ type consumption struct {
 	out    chan *message.Message
 	// slots holds a token per message handed out and not yet acked.
 	slots chan struct{}
-	// acks takes the ids of acked entries to the acker.
-	acks chan string
+	// acks takes the ids of acked entries to the acker; abandon is
+	// closed when Close stops waiting for the acker.
+	acks    chan string
+	abandon chan struct{}
 	// inFlight tracks the messages handed out.
 	inFlight sync.WaitGroup
+
+	// held are the entries this subscription read and has not acked
+	// (read ahead or in flight). Its own pending entries that are not
+	// held (a read whose reply was lost, or the previous run's) are taken
+	// back by the claim loop.
+	heldMu sync.Mutex
+	held   map[string]bool
+}
+
+func (c *consumption) hold(id string) {
+	c.heldMu.Lock()
+	c.held[id] = true
+	c.heldMu.Unlock()
+}
+
+func (c *consumption) release(id string) {
+	c.heldMu.Lock()
+	delete(c.held, id)
+	c.heldMu.Unlock()
+}
+
+func (c *consumption) holds(id string) bool {
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	return c.held[id]
 }
 
 func (c *consumption) run(ctx context.Context) {
@@ -206,19 +238,24 @@ func (c *consumption) run(ctx context.Context) {
 	ackerDone := make(chan struct{})
 	go func() {
 		defer close(ackerDone)
-		c.acker()
+		c.acker(stopCtx)
 	}()
 
+	// This consumer's own pending entries (its previous run's) first, in
+	// stream order; then new ones, and the claimed ones as they come.
 	var bg sync.WaitGroup
 	entries := make(chan redis.XMessage)
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		c.claimLoop(stopCtx, entries)
-	}()
-	bg.Add(1)
-	go func() {
-		defer bg.Done()
+		if !c.readOwnPending(stopCtx, entries) {
+			return
+		}
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			c.claimLoop(stopCtx, entries)
+		}()
 		c.readLoop(stopCtx, stop, entries)
 	}()
 
@@ -243,6 +280,7 @@ dispatch:
 	case <-time.After(cfg.CloseWait):
 		c.s.log.Warn("messages still in flight when the subscription closed: handed back (their entries stay pending)", "stream", c.stream)
 		cancelMessages()
+		close(c.abandon) // and acks the acker cannot take now are dropped
 		<-finished
 	}
 	close(c.acks)
@@ -280,7 +318,10 @@ func (c *consumption) handOut(stopCtx, msgCtx context.Context, xm redis.XMessage
 			}
 			select {
 			case <-m.Acked():
-				c.acks <- xm.ID
+				select {
+				case c.acks <- xm.ID:
+				case <-c.abandon: // closing with Redis unreachable: stays pending
+				}
 				return
 			case <-m.Nacked():
 			case <-ctx.Done():
@@ -296,8 +337,9 @@ func (c *consumption) handOut(stopCtx, msgCtx context.Context, xm redis.XMessage
 }
 
 // acker acknowledges acked entries until acks is closed: each XACK takes
-// every id that arrived meanwhile.
-func (c *consumption) acker() {
+// every id that arrived meanwhile. Once stop ends, it no longer retries
+// for long.
+func (c *consumption) acker(stop context.Context) {
 	const most = 512
 	ids := make([]string, 0, most)
 	for id := range c.acks {
@@ -314,21 +356,25 @@ func (c *consumption) acker() {
 				break more
 			}
 		}
-		c.xack(ids)
+		c.xack(stop, ids)
+		for _, id := range ids {
+			c.release(id)
+		}
 	}
 }
 
-// xack acknowledges ids, retrying for a while: an ack lost here only
-// means a redelivery, which every handler tolerates.
-func (c *consumption) xack(ids []string) {
-	for attempt := range 20 {
+// xack acknowledges ids, retrying for a while (a few seconds once stop
+// ended): an ack lost here only means a redelivery, which every handler
+// tolerates.
+func (c *consumption) xack(stop context.Context, ids []string) {
+	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := c.s.cfg.Client.XAck(ctx, c.stream, c.s.cfg.Group, ids...).Err()
 		cancel()
 		if err == nil {
 			return
 		}
-		if attempt == 19 {
+		if attempt >= 19 || (stop.Err() != nil && attempt >= 1) {
 			c.s.log.Error("acknowledge entries (they will be delivered again)", "stream", c.stream, "count", len(ids), "err", err)
 			return
 		}
@@ -365,16 +411,64 @@ func (c *consumption) readLoop(ctx context.Context, stop context.CancelFunc, ent
 			}
 			continue
 		}
-		for _, xs := range xss {
-			for _, xm := range xs.Messages {
-				select {
-				case entries <- xm:
-				case <-ctx.Done():
-					return // the rest stays pending
-				}
+		if !c.pass(ctx, xss, entries) {
+			return
+		}
+	}
+}
+
+// pass holds the entries of xss and passes them on in order: false when
+// ctx ended first (the rest stays pending). Entries deleted from the
+// stream while pending (trimmed) have no values: they are acknowledged,
+// as there is nothing to hand out (the sweeps re-drive what they
+// carried).
+func (c *consumption) pass(ctx context.Context, xss []redis.XStream, entries chan<- redis.XMessage) bool {
+	var gone []string
+	for _, xs := range xss {
+		for _, xm := range xs.Messages {
+			if xm.Values == nil {
+				gone = append(gone, xm.ID)
+				continue
+			}
+			c.hold(xm.ID)
+			select {
+			case entries <- xm:
+			case <-ctx.Done():
+				return false
 			}
 		}
 	}
+	if len(gone) > 0 {
+		c.xack(ctx, gone)
+	}
+	return true
+}
+
+// readOwnPending passes on the entries pending with this consumer (its
+// previous run's), oldest first: false when ctx ended first.
+func (c *consumption) readOwnPending(ctx context.Context, entries chan<- redis.XMessage) bool {
+	cfg := c.s.cfg
+	after := "0"
+	for ctx.Err() == nil {
+		xss, err := cfg.Client.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: cfg.Group, Consumer: cfg.Consumer, Streams: []string{c.stream, after},
+			Count: int64(cfg.Prefetch), Block: -1,
+		}).Result()
+		if errors.Is(err, redis.Nil) || (err == nil && (len(xss) == 0 || len(xss[0].Messages) == 0)) {
+			return true
+		}
+		if err != nil {
+			// The claim loop takes them back later.
+			c.s.log.Warn("read own pending entries", "stream", c.stream, "err", err)
+			return ctx.Err() == nil
+		}
+		if !c.pass(ctx, xss, entries) {
+			return false
+		}
+		msgs := xss[0].Messages
+		after = msgs[len(msgs)-1].ID
+	}
+	return false
 }
 
 // claimLoop takes over, at once and then every ClaimInterval, the pending
@@ -408,7 +502,8 @@ func (c *consumption) claim(ctx context.Context, entries chan<- redis.XMessage) 
 		}
 		var ids []string
 		for _, p := range pending {
-			if cfg.ShouldClaim == nil || cfg.ShouldClaim(p) {
+			own := p.Consumer == cfg.Consumer
+			if (own && !c.holds(p.ID)) || (!own && (cfg.ShouldClaim == nil || cfg.ShouldClaim(p))) {
 				ids = append(ids, p.ID)
 			}
 		}
@@ -423,26 +518,8 @@ func (c *consumption) claim(ctx context.Context, entries chan<- redis.XMessage) 
 				}
 				return
 			}
-			var gone []string
-			for _, xm := range claimed {
-				if xm.Values == nil {
-					gone = append(gone, xm.ID)
-				}
-			}
-			if len(gone) > 0 {
-				// Deleted from the stream (trimmed) while pending: nothing
-				// to hand out (the sweeps re-drive what they carried).
-				c.xack(gone)
-			}
-			for _, xm := range claimed {
-				if xm.Values == nil {
-					continue
-				}
-				select {
-				case entries <- xm:
-				case <-ctx.Done():
-					return
-				}
+			if !c.pass(ctx, []redis.XStream{{Stream: c.stream, Messages: claimed}}, entries) {
+				return
 			}
 		}
 		if int64(len(pending)) < cfg.ClaimBatchSize {

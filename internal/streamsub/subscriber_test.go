@@ -380,3 +380,101 @@ func TestReadErrorThatShouldStopEndsTheSubscription(t *testing.T) {
 		t.Fatal("the subscription did not end within 10 s of losing its group")
 	}
 }
+
+// A restarted consumer (same name) hands out first what its previous run
+// left pending (read ahead, or in flight at Close), in stream order, then
+// new entries: one at a time, the order of the stream holds across the
+// restart.
+func TestRestartHandsOutTheOwnPendingEntriesFirstInOrder(t *testing.T) {
+	t.Parallel()
+	srv, rdb := server(t)
+	publish(t, rdb, 5)
+	first := subscriber(t, srv, streamsub.Config{Concurrency: 1, Prefetch: 16, CloseWait: 50 * time.Millisecond})
+	ch, err := first.Subscribe(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch: // in flight, never acked
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10 s")
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if p := pending(t, rdb); p != 5 {
+		t.Fatalf("%d entries pending after the first run; want 5", p)
+	}
+	publish(t, rdb, 3)
+	second := subscriber(t, srv, streamsub.Config{Concurrency: 1, Prefetch: 16})
+	ch, err = second.Subscribe(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for range 8 {
+		select {
+		case msg := <-ch:
+			order = append(order, msg.Metadata.Get("n"))
+			msg.Ack()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %v within 10 s", order)
+		}
+	}
+	if got := strings.Join(order, " "); got != "0 1 2 3 4 0 1 2" {
+		t.Errorf("handed out %s; want the first run's five in order, then the three new", got)
+	}
+}
+
+// An entry that went pending with this consumer without reaching it (a
+// read whose reply was lost) is taken back once idle for MinIdle, though
+// the consumer is alive; entries it holds (in flight) are not.
+func TestTakesBackOwnEntriesItDoesNotHold(t *testing.T) {
+	t.Parallel()
+	srv, rdb := server(t)
+	ctx := context.Background()
+	ids := publish(t, rdb, 3)
+	if err := rdb.XGroupCreateMkStream(ctx, stream, "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The first entry goes to another, live consumer.
+	xss, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "other", Streams: []string{stream, ">"}, Count: 1}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := xss[0].Messages[0].ID
+	s := subscriber(t, srv, streamsub.Config{Concurrency: 4, MinIdle: 200 * time.Millisecond, ClaimInterval: 50 * time.Millisecond, CloseWait: 50 * time.Millisecond,
+		ShouldClaim: func(redis.XPendingExt) bool { return false }})
+	ch, err := s.Subscribe(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The other two: handed out and held, never acked.
+	held := map[string]bool{}
+	for range 2 {
+		select {
+		case msg := <-ch:
+			held[msg.UUID] = true
+		case <-time.After(10 * time.Second):
+			t.Fatal("the new entries were not handed out within 10 s")
+		}
+	}
+	// Now the first lands in this consumer's pending list behind its back.
+	if err := rdb.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: "g", Consumer: "c1", Messages: []string{lost}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-ch:
+		if msg.UUID != ids[0] {
+			t.Fatalf("handed out %s; want the lost entry %s", msg.UUID, ids[0])
+		}
+		msg.Ack()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lost entry was not taken back within 10 s")
+	}
+	select {
+	case msg := <-ch:
+		t.Errorf("message %s (held: %v) handed out again while in flight", msg.UUID, held[msg.UUID])
+	case <-time.After(500 * time.Millisecond):
+	}
+}
