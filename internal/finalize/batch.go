@@ -3,6 +3,7 @@ package finalize
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"sync"
@@ -66,6 +67,14 @@ const (
 // with the outcome when it took it, false when the caller must finalise
 // it one by one.
 func (f *Finalizer) finalizeGrouped(ctx context.Context, ev events.Envelope) (bool, error) {
+	// Only what a group may finish takes a place (and a lock) in one.
+	var data struct {
+		UserID    *uuid.UUID `json:"user_id"`
+		SizeBytes int64      `json:"size_bytes"`
+	}
+	if err := json.Unmarshal(ev.Data, &data); err != nil || data.UserID == nil || data.SizeBytes > groupMaxBytes {
+		return false, nil
+	}
 	req := batchReq{ctx: ctx, ev: ev, done: make(chan error, 1)}
 	select {
 	case f.batchIn <- req:

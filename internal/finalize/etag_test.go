@@ -29,12 +29,13 @@ func (f *fixture) stageAsAPI(t *testing.T, content []byte) (store.Document, even
 		t.Fatal("Put returned no ETag")
 	}
 	sum := sha256.Sum256(content)
-	ev, err := events.New(events.DocumentUploaded, "document", id, f.actor(), uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	doc := store.Document{ID: id, UserID: &f.user, Filename: "e.pdf", ContentType: "application/pdf", Status: store.StatusPending,
+		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag}
+	ev, err := events.New(events.DocumentUploaded, "document", id, f.actor(), uuid.Must(uuid.NewV7()), nil, doc.EventData())
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := store.InsertUpload(ctx, f.db, store.Document{ID: id, UserID: &f.user, Filename: "e.pdf", ContentType: "application/pdf",
-		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag}, ev, store.Origin{})
+	doc, err = store.InsertUpload(ctx, f.db, doc, ev, store.Origin{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -451,6 +451,11 @@ func (f *Finalizer) finish(ctx context.Context, conn db, ev events.Envelope, doc
 	f.metrics.finished(status, reason)
 	attrs := append([]any{"document_id", doc.ID}, tracing.EventAttrs(ctx, ev)...)
 	if status == store.StatusRejected {
+		// Callers removed any copy before; a copy request an earlier
+		// attempt gave up on (a timeout) may still have landed since.
+		if err := f.blobs.Remove(ctx, final); err != nil {
+			f.log.Warn("remove the final key of a rejected document", append(attrs, "err", err)...)
+		}
 		f.log.Warn("document rejected", append(attrs, "reason", reason)...)
 	} else {
 		f.log.Info("document ready", append(attrs, "size_bytes", doc.SizeBytes)...)

@@ -33,14 +33,15 @@ func (f *fixture) uploadAs(t *testing.T, owner uuid.UUID, content []byte) (store
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
-	ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, map[string]string{})
+	doc := store.Document{
+		ID: id, UserID: &owner, Filename: "a.pdf", ContentType: "application/pdf", Status: store.StatusPending,
+		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag,
+	}
+	ev, err := events.New(events.DocumentUploaded, "document", id, events.Actor{Type: "user", ID: &owner}, uuid.Must(uuid.NewV7()), nil, doc.EventData())
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := store.InsertUpload(ctx, f.db, store.Document{
-		ID: id, UserID: &owner, Filename: "a.pdf", ContentType: "application/pdf",
-		SizeBytes: int64(len(content)), SHA256: sum[:], StorageKey: blob.StagingKey(id), StagingETag: &put.ETag,
-	}, ev, store.Origin{})
+	doc, err = store.InsertUpload(ctx, f.db, doc, ev, store.Origin{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +75,11 @@ func TestQuotaRaceForTheLastBytes(t *testing.T) {
 func TestQuotaRaceForTheLastBytesInGroups(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.grouped(t, 2, 16)
+	reg := f.grouped(t, 2, 16)
 	quotaRace(t, f)
+	if count, handed := groups(t, reg); count == 0 || handed <= count {
+		t.Errorf("%d groups for %d uploads handed over: the race ran one by one only", count, handed)
+	}
 }
 
 func quotaRace(t *testing.T, f *fixture) {
