@@ -146,6 +146,11 @@ func New(log *slog.Logger, db *pgxpool.Pool, blobs *blob.Store, conns *Connector
 // rows keep the message's request id and the handler's span under its
 // trace (tracing.MessageContext), for the outcome's event.
 func (s *Syncer) Handle(msg *message.Message) error {
+	switch msg.Metadata.Get(events.MetaType) {
+	case events.DocumentFinalized, events.DocumentDeleted, "":
+	default:
+		return nil // another type (the relay sets it on every message): not decoded
+	}
 	var ev events.Envelope
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
 		return fmt.Errorf("%w: message %s: %v", ErrMalformed, msg.UUID, err)

@@ -3,15 +3,18 @@ package finalize_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/docuvault/docuvault/internal/blob"
 	"github.com/docuvault/docuvault/internal/events"
+	"github.com/docuvault/docuvault/internal/finalize"
 	"github.com/docuvault/docuvault/internal/store"
 )
 
@@ -215,5 +218,23 @@ func TestFinalizeAfterTheGroupsStopped(t *testing.T) {
 	}
 	if status, _ := f.status(t, doc.ID); status != store.StatusReady {
 		t.Errorf("status %s; want ready", status)
+	}
+}
+
+// Handle decodes only the types it acts on, by the type the relay puts in
+// every message's metadata: another type is skipped unread, while an
+// upload whose payload is broken is malformed (a dead letter).
+func TestHandleSkipsOtherTypesUnread(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	skipped := message.NewMessage(uuid.NewString(), []byte("{not json"))
+	skipped.Metadata.Set(events.MetaType, events.DocumentFinalized)
+	if err := f.fin.Handle(skipped); err != nil {
+		t.Errorf("a document.finalized message: %v; want it skipped", err)
+	}
+	broken := message.NewMessage(uuid.NewString(), []byte("{not json"))
+	broken.Metadata.Set(events.MetaType, events.DocumentUploaded)
+	if err := f.fin.Handle(broken); !errors.Is(err, finalize.ErrMalformed) {
+		t.Errorf("a broken document.uploaded message: %v; want ErrMalformed", err)
 	}
 }

@@ -77,6 +77,11 @@ var errOverQuota = errors.New("over quota")
 // the other types. The events it writes keep the message's request id and
 // continue its trace (tracing.MessageContext).
 func (f *Finalizer) Handle(msg *message.Message) error {
+	switch msg.Metadata.Get(events.MetaType) {
+	case events.DocumentUploaded, events.DocumentDeleted, events.DocumentUpdated, "":
+	default:
+		return nil // another type (the relay sets it on every message): not decoded
+	}
 	var ev events.Envelope
 	if err := json.Unmarshal(msg.Payload, &ev); err != nil {
 		return fmt.Errorf("%w: message %s: %v", ErrMalformed, msg.UUID, err)
