@@ -201,12 +201,6 @@ type consumption struct {
 	held   map[string]bool
 }
 
-func (c *consumption) hold(id string) {
-	c.heldMu.Lock()
-	c.held[id] = true
-	c.heldMu.Unlock()
-}
-
 func (c *consumption) release(id string) {
 	c.heldMu.Lock()
 	delete(c.held, id)
@@ -418,28 +412,37 @@ func (c *consumption) readLoop(ctx context.Context, stop context.CancelFunc, ent
 }
 
 // pass holds the entries of xss and passes them on in order: false when
-// ctx ended first (the rest stays pending). Entries deleted from the
-// stream while pending (trimmed) have no values: they are acknowledged,
-// as there is nothing to hand out (the sweeps re-drive what they
-// carried).
+// ctx ended first (the rest stays pending). All are held before the first
+// is passed on, so that the claim loop never takes back one that is
+// merely waiting its turn; one held already (claimed while on its way) is
+// not passed on twice. Entries deleted from the stream while pending
+// (trimmed) have no values: they are acknowledged, as there is nothing to
+// hand out (the sweeps re-drive what they carried).
 func (c *consumption) pass(ctx context.Context, xss []redis.XStream, entries chan<- redis.XMessage) bool {
 	var gone []string
+	var next []redis.XMessage
+	c.heldMu.Lock()
 	for _, xs := range xss {
 		for _, xm := range xs.Messages {
-			if xm.Values == nil {
+			switch {
+			case xm.Values == nil:
 				gone = append(gone, xm.ID)
-				continue
-			}
-			c.hold(xm.ID)
-			select {
-			case entries <- xm:
-			case <-ctx.Done():
-				return false
+			case !c.held[xm.ID]:
+				c.held[xm.ID] = true
+				next = append(next, xm)
 			}
 		}
 	}
+	c.heldMu.Unlock()
 	if len(gone) > 0 {
 		c.xack(ctx, gone)
+	}
+	for _, xm := range next {
+		select {
+		case entries <- xm:
+		case <-ctx.Done():
+			return false
+		}
 	}
 	return true
 }

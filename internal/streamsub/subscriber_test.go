@@ -480,3 +480,37 @@ func TestTakesBackOwnEntriesItDoesNotHold(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// Entries read ahead wait their turn longer than MinIdle when handling is
+// slow: they are this consumer's, held, and never claimed back and handed
+// out a second time.
+func TestSlowHandlingNeverHandsOutAReadAheadEntryTwice(t *testing.T) {
+	t.Parallel()
+	srv, rdb := server(t)
+	const n = 8
+	publish(t, rdb, n)
+	s := subscriber(t, srv, streamsub.Config{Concurrency: 1, Prefetch: n, MinIdle: 100 * time.Millisecond, ClaimInterval: 20 * time.Millisecond})
+	ch, err := s.Subscribe(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for range n {
+		select {
+		case msg := <-ch:
+			order = append(order, msg.Metadata.Get("n"))
+			time.Sleep(150 * time.Millisecond) // longer than MinIdle
+			msg.Ack()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %v within 10 s", order)
+		}
+	}
+	select {
+	case msg := <-ch:
+		t.Errorf("message %s handed out again (order so far %v)", msg.Metadata.Get("n"), order)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if got := strings.Join(order, " "); got != "0 1 2 3 4 5 6 7" {
+		t.Errorf("handed out %s; want each once, in order", got)
+	}
+}
