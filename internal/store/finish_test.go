@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -193,6 +194,17 @@ func TestFinishChargedManyAppliesPerOwner(t *testing.T) {
 		want := applied[it.Doc.ID]
 		if (status == store.StatusReady) != want || (key == it.FinalKey) != want || (audit == 1) != want || (outbox == 1) != want {
 			t.Errorf("document of %d bytes: %s at %s, %d audit rows, %d events; applied %v", it.Doc.SizeBytes, status, key, audit, outbox, want)
+		}
+		if want {
+			// The payload is stored as Go wrote it (a json column, not
+			// re-serialised), as the one-document path stores it.
+			var payload string
+			if err := admin.QueryRow(ctx, `select payload::text from outbox where event_id = $1`, it.Out.ID).Scan(&payload); err != nil {
+				t.Fatal(err)
+			}
+			if encoded, _ := json.Marshal(it.Out); payload != string(encoded) {
+				t.Errorf("outbox payload %s; want the encoded event %s", payload, encoded)
+			}
 		}
 		if wantMarks := map[bool]int{true: 1, false: 0}[want || it.EventID == handled.EventID]; marks != wantMarks {
 			t.Errorf("document of %d bytes: %d processed marks; want %d", it.Doc.SizeBytes, marks, wantMarks)

@@ -511,7 +511,7 @@ func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFi
 		queued as (
 			insert into outbox (event_id, stream, event_type, aggregate_type, aggregate_id, correlation_id, payload, created_at, version,
 				request_id, traceparent)
-			select out_id, stream, action, aggregate_type, doc_id, correlation_id, payload::jsonb, occurred_at, version,
+			select out_id, stream, action, aggregate_type, doc_id, correlation_id, payload::json, occurred_at, version,
 				nullif(request_id, ''), nullif(traceparent, '') from doc order by doc_id)
 		select doc_id from doc`,
 		consumer, c.docIDs, c.eventIDs, c.keys, c.owners, c.sizes, c.topics, c.folders,
