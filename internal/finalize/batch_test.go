@@ -35,6 +35,40 @@ func (f *fixture) grouped(t *testing.T, parallel, most int) *prometheus.Registry
 	return reg
 }
 
+// finalizeConcurrently hands each of evs to Finalize times times, all at
+// once, and fails the test on any error.
+func (f *fixture) finalizeConcurrently(t *testing.T, evs []events.Envelope, times int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, ev := range evs {
+		for range times {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f.fin.Finalize(context.Background(), ev); err != nil {
+					t.Errorf("finalize %s: %v", ev.AggregateID, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// waitStagedRemoved waits up to 10 s until the staged objects of docs are
+// removed (in batches, by the remover).
+func (f *fixture) waitStagedRemoved(t *testing.T, docs []store.Document) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, d := range docs {
+		for f.exists(t, blob.StagingKey(d.ID)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("staged object of %s not removed within 10 s", d.ID)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
 // groups is how many groups the finaliser formed and how many uploads
 // they were handed in all.
 func groups(t *testing.T, reg *prometheus.Registry) (count, uploads uint64) {
@@ -61,7 +95,6 @@ func TestGroupsFinaliseConcurrentUploadsOnce(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	reg := f.grouped(t, 2, 16)
-	ctx := context.Background()
 	const uploads = 48
 	docs := make([]store.Document, uploads)
 	evs := make([]events.Envelope, uploads)
@@ -70,19 +103,7 @@ func TestGroupsFinaliseConcurrentUploadsOnce(t *testing.T) {
 		contents[i], _ = randomContent(t, 4<<10+i)
 		docs[i], evs[i] = f.stageAsAPI(t, contents[i])
 	}
-	var wg sync.WaitGroup
-	for i := range uploads {
-		for range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := f.fin.Finalize(ctx, evs[i]); err != nil {
-					t.Errorf("finalize %s: %v", docs[i].ID, err)
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	f.finalizeConcurrently(t, evs, 3)
 
 	var total int64
 	for i, d := range docs {
@@ -111,15 +132,7 @@ func TestGroupsFinaliseConcurrentUploadsOnce(t *testing.T) {
 	if count == 0 || handed <= count {
 		t.Errorf("%d groups for %d uploads handed over: no upload was finalised in a group with another", count, handed)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, d := range docs {
-		for f.exists(t, blob.StagingKey(d.ID)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("staged object of %s not removed within 10 s", d.ID)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	f.waitStagedRemoved(t, docs)
 	t.Logf("%d groups for %d uploads handed over", count, handed)
 }
 

@@ -86,15 +86,7 @@ func TestFinalizeCopiesTheUnchangedObject(t *testing.T) {
 			t.Errorf("final object of %s differs from the upload", d.ID)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for _, d := range docs {
-		for f.exists(t, blob.StagingKey(d.ID)) {
-			if time.Now().After(deadline) {
-				t.Fatalf("staged object of %s not removed within 10 s", d.ID)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	f.waitStagedRemoved(t, docs)
 	cancel()
 	<-removerDone
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -95,21 +94,7 @@ func quotaRace(t *testing.T, f *fixture) {
 		content, _ := randomContent(t, size)
 		docs[i], evs[i] = f.uploadAs(t, owner, content)
 	}
-	finalizeAll := func() {
-		var wg sync.WaitGroup
-		for i := range uploads {
-			for range 2 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					if err := f.fin.Finalize(ctx, evs[i]); err != nil {
-						t.Errorf("finalize %s: %v", docs[i].ID, err)
-					}
-				}()
-			}
-		}
-		wg.Wait()
-	}
+	finalizeAll := func() { f.finalizeConcurrently(t, evs, 2) }
 	finalizeAll()
 
 	check := func() {
