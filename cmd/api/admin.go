@@ -77,21 +77,13 @@ data without one, it stops and says so, unless
 // given to the user --unowned-owner names, or deleted (--unowned-delete).
 func migrateCmd(ctx context.Context, global, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api migrate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	owner := fs.String("unowned-owner", "", "")
 	del := fs.Bool("unowned-delete", false, "")
 	envFile := fs.String("env-file", "", "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			_, _ = io.WriteString(stdout, migrateUsage)
-			return nil
-		}
-		return fmt.Errorf("migrate: %w", err)
+	if help, err := config.ParseFlags(fs, args, "migrate", migrateUsage, stdout); help || err != nil {
+		return err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("migrate: unexpected argument %q", fs.Arg(0))
-	case *owner != "" && *del:
+	if *owner != "" && *del {
 		return errors.New("migrate: --unowned-owner and --unowned-delete exclude each other")
 	}
 	src, err := config.LoadCommand("api", global, *envFile, getenv, os.Stderr)

@@ -36,20 +36,12 @@ broken. Settings: DATABASE_URL, MINIO_*, REDIS_URL, SECRET_KEY.
 // checkCmd runs `api check`.
 func checkCmd(ctx context.Context, global, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("api check", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	deep := fs.Bool("deep", false, "")
 	grace := fs.Duration("grace", time.Minute, "")
 	outboxAge := fs.Duration("outbox-age", time.Minute, "")
 	envFile := fs.String("env-file", "", "")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			_, _ = io.WriteString(stdout, checkUsage)
-			return nil
-		}
-		return fmt.Errorf("check: %w", err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("check: unexpected argument %q", fs.Arg(0))
+	if help, err := config.ParseFlags(fs, args, "check", checkUsage, stdout); help || err != nil {
+		return err
 	}
 	if *grace <= 0 || *outboxAge <= 0 {
 		return errors.New("check: --grace and --outbox-age must be positive")

@@ -41,20 +41,12 @@ func usersCmd(ctx context.Context, global, args []string, getenv func(string) st
 		return fmt.Errorf("users: unknown subcommand %q (see `api users --help`)", args[0])
 	}
 	fs := flag.NewFlagSet("api users create", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	email := fs.String("email", "", "")
 	admin := fs.Bool("admin", false, "")
 	passwordFile := fs.String("password-file", "", "")
 	envFile := fs.String("env-file", "", "")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			_, _ = io.WriteString(stdout, usersUsage)
-			return nil
-		}
-		return fmt.Errorf("users create: %w", err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("users create: unexpected argument %q", fs.Arg(0))
+	if help, err := config.ParseFlags(fs, args[1:], "users create", usersUsage, stdout); help || err != nil {
+		return err
 	}
 	addr, err := checkEmail(*email)
 	if err != nil {

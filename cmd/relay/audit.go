@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,19 +34,11 @@ func audit(ctx context.Context, global, args []string, getenv func(string) strin
 		return fmt.Errorf("audit: unknown command %q (see `relay audit help`)", args[0])
 	}
 	fs := flag.NewFlagSet("relay audit verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	sinceRaw := fs.String("since", "", "")
 	grace := fs.Duration("grace", 15*time.Minute, "")
 	envFile := fs.String("env-file", "", "")
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			_, _ = io.WriteString(stdout, auditUsage)
-			return nil
-		}
-		return fmt.Errorf("audit verify: %w", err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("audit verify: unexpected argument %q", fs.Arg(0))
+	if help, err := config.ParseFlags(fs, args[1:], "audit verify", auditUsage, stdout); help || err != nil {
+		return err
 	}
 	if *grace < 0 {
 		return fmt.Errorf("--grace %s must not be negative", *grace)

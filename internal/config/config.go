@@ -188,3 +188,22 @@ func readEnvFile(path string, getenv func(string) string) (*Source, error) {
 	src.EnvFile = path
 	return src, nil
 }
+
+// ParseFlags parses a subcommand's args with fs (errors not printed): it
+// writes usage to stdout and reports help for -h/--help, and names the
+// subcommand (name) in an error for an unknown flag or a bad value, or
+// for an argument left over.
+func ParseFlags(fs *flag.FlagSet, args []string, name, usage string, stdout io.Writer) (help bool, err error) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = io.WriteString(stdout, usage)
+			return true, nil
+		}
+		return false, fmt.Errorf("%s: %w", name, err)
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%s: unexpected argument %q", name, fs.Arg(0))
+	}
+	return false, nil
+}
