@@ -511,6 +511,21 @@ type refreshBody struct {
 	RefreshToken *string `json:"refresh_token"`
 }
 
+// refreshToken reads the refresh token of a refresh or logout request;
+// false when the body is not one (answered with the problem).
+func (s *server) refreshToken(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var in refreshBody
+	if err := decodeJSON(w, r, &in); err != nil {
+		s.fail(w, r, err)
+		return "", false
+	}
+	if err := requireFields("refresh_token", in.RefreshToken); err != nil {
+		s.fail(w, r, err)
+		return "", false
+	}
+	return *in.RefreshToken, true
+}
+
 // refresh exchanges a refresh token for a new pair: POST
 // /api/v1/auth/refresh. The token can then no longer be used: presenting
 // it again (or a revoked one) revokes its whole session and is recorded
@@ -519,13 +534,8 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	if !s.needIssuer(w, r) {
 		return
 	}
-	var in refreshBody
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := requireFields("refresh_token", in.RefreshToken); err != nil {
-		s.fail(w, r, err)
+	token, ok := s.refreshToken(w, r)
+	if !ok {
 		return
 	}
 	// Every attempt counts against its client's address (behind trusted
@@ -538,7 +548,7 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 	if !s.allow(w, r, "refresh", s.byIP(r, lim.RefreshPerIP)) {
 		return
 	}
-	hash, ok := auth.RefreshTokenHash(*in.RefreshToken)
+	hash, ok := auth.RefreshTokenHash(token)
 	if !ok {
 		s.unauthorized(w, r, false, errInvalidRefreshToken)
 		return
@@ -611,16 +621,11 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) {
 // revoked token is answered the same (204), and changes nothing; so is
 // one of another user than the request's bearer token.
 func (s *server) logout(w http.ResponseWriter, r *http.Request) {
-	var in refreshBody
-	if err := decodeJSON(w, r, &in); err != nil {
-		s.fail(w, r, err)
+	token, ok := s.refreshToken(w, r)
+	if !ok {
 		return
 	}
-	if err := requireFields("refresh_token", in.RefreshToken); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if hash, ok := auth.RefreshTokenHash(*in.RefreshToken); ok {
+	if hash, ok := auth.RefreshTokenHash(token); ok {
 		err := s.recordAuth(r, func(ctx context.Context, tx pgx.Tx) ([]events.Envelope, error) {
 			t, _, err := store.LockRefreshToken(ctx, tx, hash)
 			if errors.Is(err, store.ErrNotFound) {
