@@ -156,12 +156,7 @@ func TestGroupsHandBackTheUncommonCases(t *testing.T) {
 
 	content, _ = randomContent(t, 8<<10)
 	moved, movedEv := f.stageAsAPI(t, content)
-	if err := f.blobs.Copy(ctx, blob.StagingKey(moved.ID), blob.FinalKey(&f.user, moved.ID)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.blobs.Remove(ctx, blob.StagingKey(moved.ID)); err != nil {
-		t.Fatal(err)
-	}
+	f.move(t, blob.StagingKey(moved.ID), blob.FinalKey(&f.user, moved.ID))
 
 	content, _ = randomContent(t, 8<<10)
 	deleted, deletedEv := f.stageAsAPI(t, content)

@@ -42,6 +42,19 @@ func (f *fixture) stageAsAPI(t *testing.T, content []byte) (store.Document, even
 	return doc, ev
 }
 
+// move moves an object as an attempt that crashed before its commit
+// left it: copied to to, and from removed.
+func (f *fixture) move(t *testing.T, from, to string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.blobs.Copy(ctx, from, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.blobs.Remove(ctx, from); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (f *fixture) read(t *testing.T, key string) []byte {
 	t.Helper()
 	obj, _, err := f.blobs.Open(context.Background(), key)
@@ -123,12 +136,7 @@ func TestFinalizeAfterACrashPastTheCopy(t *testing.T) {
 	ctx := context.Background()
 	content, _ := randomContent(t, 8<<10)
 	doc, ev := f.stageAsAPI(t, content)
-	if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), blob.FinalKey(&f.user, doc.ID)); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {
-		t.Fatal(err)
-	}
+	f.move(t, blob.StagingKey(doc.ID), blob.FinalKey(&f.user, doc.ID))
 	if err := f.fin.Finalize(ctx, ev); err != nil {
 		t.Fatal(err)
 	}

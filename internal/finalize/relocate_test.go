@@ -168,12 +168,7 @@ func TestRetriedPhase1FinalisationFindsItsObject(t *testing.T) {
 	content, sum := randomContent(t, 2000)
 	doc, ev := f.upload(t, content, sum)
 	old := blob.FinalKey(nil, doc.ID)
-	if err := f.blobs.Copy(ctx, blob.StagingKey(doc.ID), old); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.blobs.Remove(ctx, blob.StagingKey(doc.ID)); err != nil {
-		t.Fatal(err)
-	}
+	f.move(t, blob.StagingKey(doc.ID), old)
 	if err := f.fin.Finalize(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
