@@ -40,7 +40,11 @@ func cpuNow() cpuUse {
 		}
 		utime, _ := strconv.ParseFloat(f[11], 64)
 		stime, _ := strconv.ParseFloat(f[12], 64)
-		use[cpuKind(s[l+1:r])] += (utime + stime) / cpuTicksPerSecond
+		kind := cpuKind(s[l+1 : r])
+		if kind == "postgres" {
+			kind = postgresKind(filepath.Dir(path))
+		}
+		use[kind] += (utime + stime) / cpuTicksPerSecond
 	}
 	return use
 }
@@ -55,6 +59,22 @@ func cpuKind(comm string) string {
 		return "benchmark"
 	}
 	return "other"
+}
+
+// postgresKind tells a PostgreSQL server's client backends ("postgres")
+// from its autovacuum and other background processes, by the title each
+// sets (/proc/PID/cmdline, "postgres: 15/main: autovacuum worker ...").
+func postgresKind(proc string) string {
+	b, _ := os.ReadFile(filepath.Join(proc, "cmdline"))
+	title := string(b)
+	switch {
+	case strings.Contains(title, "autovacuum"):
+		return "postgres autovacuum"
+	case strings.Contains(title, "walwriter"), strings.Contains(title, "checkpointer"), strings.Contains(title, "background writer"),
+		strings.Contains(title, "stats"), strings.Contains(title, "logical replication"):
+		return "postgres background"
+	}
+	return "postgres"
 }
 
 // since is the CPU spent from before to u.

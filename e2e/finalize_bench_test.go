@@ -35,8 +35,10 @@ const (
 	fbWorkers      = 8        // the raw baseline's lower concurrency
 	fbSeeders      = 8        // concurrency of the untimed seeding
 	fbPoll         = 20 * time.Millisecond
-	fbRoundTimeout = 60 * time.Second // longest one round of either contender may take
-	fbSeedTimeout  = 60 * time.Second // longest seeding one round's documents may take
+	fbRemoveBatch  = 500                   // most keys per removal request, as the consumer's remover
+	fbRemoveWait   = 20 * time.Millisecond // how long it collects keys after the first
+	fbRoundTimeout = 60 * time.Second      // longest one round of either contender may take
+	fbSeedTimeout  = 60 * time.Second      // longest seeding one round's documents may take
 )
 
 // consumerFinalizeWorkers is the consumer's finalizeWorkers
@@ -63,6 +65,12 @@ const consumerFinalizeWorkers = 32
 //     by fbWorkers goroutines and once by as many as the consumer handles
 //     messages at once (consumerFinalizeWorkers). The faster of the two
 //     (by median) is the baseline.
+//   - reference (reported, not the target's baseline): the raw copies at
+//     fbWorkers, each staged object then removed as the consumer's remover
+//     does (batched multi-object deletes, concurrently with the copies).
+//     That is the object store's share of a finalisation as DESIGN.md §4
+//     has it (staging/{id} to its final key), so the consumer's rate over
+//     it shows what everything else costs.
 //
 // Every document has one owner, a users row inserted first (its quota is
 // the default, far above what the rounds store).
@@ -113,29 +121,35 @@ func BenchmarkFinalize(b *testing.B) {
 		finished += n
 		return rate, elapsed
 	}
-	copyRound := func(n int, cpu cpuUse, concurrency int) float64 {
+	// copyRound times the raw copies of n fresh staged objects; with
+	// remove, also the batched removal of the staged objects, as the
+	// consumer does (otherwise that is done untimed, after).
+	copyRound := func(n int, cpu cpuUse, concurrency int, remove bool) float64 {
 		b.Helper()
 		ids := fbSeedObjects(b, blobs, &seed, n)
 		before := cpuNow()
-		rate := fbCopy(b, blobs, owner, ids, concurrency)
+		rate := fbCopy(b, blobs, owner, ids, concurrency, remove)
 		cpu.add(cpuNow().since(before))
-		fbRemoveStaged(b, blobs, ids) // as the consumer does, untimed
+		if !remove {
+			fbRemoveStaged(b, blobs, ids)
+		}
 		return rate
 	}
 
 	// Warm up: connections, the consumer group, prepared statements.
 	finalizeRound(fbWarmup, cpuUse{})
-	copyRound(fbWarmup, cpuUse{}, fbWorkers)
+	copyRound(fbWarmup, cpuUse{}, fbWorkers, false)
 
-	var fin, raw, rawWide []float64
+	var fin, raw, rawWide, moves []float64
 	var windows []time.Duration
-	rawWideCPU := cpuUse{}
+	rawWideCPU, movesCPU := cpuUse{}, cpuUse{}
 	for round := range fbRounds {
 		// Rotate which goes first: the one that follows another's seeding
 		// finds MinIO and PostgreSQL still flushing.
 		measure := []func(){
-			func() { raw = append(raw, copyRound(fbDocs, rawCPU, fbWorkers)) },
-			func() { rawWide = append(rawWide, copyRound(fbDocs, rawWideCPU, consumerFinalizeWorkers)) },
+			func() { raw = append(raw, copyRound(fbDocs, rawCPU, fbWorkers, false)) },
+			func() { rawWide = append(rawWide, copyRound(fbDocs, rawWideCPU, consumerFinalizeWorkers, false)) },
+			func() { moves = append(moves, copyRound(fbDocs, movesCPU, fbWorkers, true)) },
 			func() {
 				f, w := finalizeRound(fbDocs, finCPU)
 				fin, windows = append(fin, f), append(windows, w)
@@ -173,15 +187,17 @@ func BenchmarkFinalize(b *testing.B) {
 		b.Errorf("%d documents not ready: %v", other, others)
 	}
 
-	f, r8, r32 := median(fin), median(raw), median(rawWide)
+	f, r8, r32, mv := median(fin), median(raw), median(rawWide), median(moves)
 	r, rc, baseCPU := r8, fbWorkers, rawCPU
 	if r32 > r8 {
 		r, rc, baseCPU = r32, consumerFinalizeWorkers, rawWideCPU
 	}
 	report("finalisation 16 KiB: consumer %7.1f events/s   raw server-side copy %7.1f copies/s (c=%d, the faster)   ratio %.2f (target >= 0.7)",
 		f, r, rc, f/r)
-	report("  rounds: consumer %v events/s (%v for %d each), raw c=%d %v copies/s, raw c=%d %v copies/s; %d of %d documents ready (with warm-up), %d failed %v",
-		round1(fin), windows, fbDocs, fbWorkers, round1(raw), consumerFinalizeWorkers, round1(rawWide), ready, finished, other, others)
+	report("  reference: raw copy + batched removal of the staged object (the object store's work a finalisation needs) %7.1f moves/s (c=%d); consumer / that %.2f",
+		mv, fbWorkers, f/mv)
+	report("  rounds: consumer %v events/s (%v for %d each), raw c=%d %v copies/s, raw c=%d %v copies/s, copy + removal c=%d %v moves/s; %d of %d documents ready (with warm-up), %d failed %v",
+		round1(fin), windows, fbDocs, fbWorkers, round1(raw), consumerFinalizeWorkers, round1(rawWide), fbWorkers, round1(moves), ready, finished, other, others)
 	report("  consumer: from publishing %d document.uploaded events (pipelined XADD) until all %d documents left pending;", fbDocs, fbDocs)
 	report("    uploads handled at about the same time are finalised as a group: one round trip (begin, the documents' locks,")
 	report("    processed checks and rows), CopyObject of each only if its staged object still has the upload's ETag (concurrently),")
@@ -191,6 +207,7 @@ func BenchmarkFinalize(b *testing.B) {
 		fbSize>>10, fbWorkers, consumerFinalizeWorkers)
 	report("  CPU per document in the measured windows (all processes, %d rounds): consumer's %s", fbRounds, finCPU.perItem(fbRounds*fbDocs))
 	report("                                                        raw copy's (c=%d) %s", rc, baseCPU.perItem(fbRounds*fbDocs))
+	report("                                              copy + removal's (c=%d) %s", fbWorkers, movesCPU.perItem(fbRounds*fbDocs))
 	var groupSum, groupCount float64
 	for _, l := range strings.Split(metric(b, metricsAddr, "docuvault_finalize_group_documents_"), "\n") {
 		if v, ok := strings.CutPrefix(l, "docuvault_finalize_group_documents_sum "); ok {
@@ -207,6 +224,7 @@ func BenchmarkFinalize(b *testing.B) {
 	b.ReportMetric(f, "finalize-events/s")
 	b.ReportMetric(r, "raw-copies/s")
 	b.ReportMetric(f/r, "ratio")
+	b.ReportMetric(mv, "raw-moves/s")
 
 	consumer.stop()
 	writeBenchOut(out.String())
@@ -376,18 +394,63 @@ func fbSeedObjects(b *testing.B, blobs *blob.Store, seed *atomic.Uint64, n int) 
 }
 
 // fbCopy copies each staged object to its final key server-side on
-// concurrency goroutines and returns copies per second.
-func fbCopy(b *testing.B, blobs *blob.Store, owner uuid.UUID, ids []uuid.UUID, concurrency int) float64 {
+// concurrency goroutines and returns copies per second. With remove, one
+// more goroutine removes the copied staged objects meanwhile, as the
+// consumer's remover does (what queues within fbRemoveWait of the first
+// key, up to fbRemoveBatch keys a request, multi-object delete), and the
+// clock stops when the last is removed.
+func fbCopy(b *testing.B, blobs *blob.Store, owner uuid.UUID, ids []uuid.UUID, concurrency int, remove bool) float64 {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), fbRoundTimeout)
 	defer cancel()
-	elapsed, err := fbParallel(len(ids), concurrency, func(i int) error {
-		return blobs.Copy(ctx, blob.StagingKey(ids[i]), blob.FinalKey(&owner, ids[i]))
+	copied := make(chan string, len(ids))
+	removed := make(chan error, 1)
+	t0 := time.Now()
+	if remove {
+		go func() {
+			var keys []string
+			for k := range copied {
+				keys = append(keys[:0], k)
+				wait := time.After(fbRemoveWait)
+			collect:
+				for len(keys) < fbRemoveBatch {
+					select {
+					case k, ok := <-copied:
+						if !ok {
+							break collect
+						}
+						keys = append(keys, k)
+					case <-wait:
+						break collect
+					}
+				}
+				if err := blobs.RemoveMany(ctx, keys); err != nil {
+					removed <- err
+					return
+				}
+			}
+			removed <- nil
+		}()
+	}
+	_, err := fbParallel(len(ids), concurrency, func(i int) error {
+		if err := blobs.Copy(ctx, blob.StagingKey(ids[i]), blob.FinalKey(&owner, ids[i])); err != nil {
+			return err
+		}
+		if remove {
+			copied <- blob.StagingKey(ids[i])
+		}
+		return nil
 	})
+	close(copied)
 	if err != nil {
 		b.Fatalf("raw copy: %v", err)
 	}
-	return float64(len(ids)) / elapsed.Seconds()
+	if remove {
+		if err := <-removed; err != nil {
+			b.Fatalf("raw removal: %v", err)
+		}
+	}
+	return float64(len(ids)) / time.Since(t0).Seconds()
 }
 
 // fbRemoveStaged removes the baseline's staged objects (multi-object
