@@ -12,7 +12,7 @@ run: build
 test:
 	scripts/test.sh
 
-## bench: upload throughput vs a raw baseline, upload->ready latency, API peak RSS; finalisation vs raw server-side copies; the relay vs the watermill-sql Forwarder; replay of 1M audit rows (about 11 minutes)
+## bench: upload throughput vs a raw baseline, upload->ready latency, API peak RSS; finalisation vs raw server-side copies (and vs copy + removal of the staged object); the relay vs the watermill-sql Forwarder; replay of 1M audit rows (about 11 minutes)
 bench:
 	scripts/with-services.sh $(GO) test -run '^$$' -bench 'Pipeline|Finalize|Relay|Replay' -benchtime 1x -timeout 30m ./e2e/
 
