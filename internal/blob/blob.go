@@ -6,6 +6,7 @@ package blob
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -19,11 +20,39 @@ type Store struct {
 	bucket string
 }
 
+// maxIdleConnsPerHost is how many idle connections to the object store
+// a Store keeps for reuse: as many as the requests it has in flight at
+// once (the consumer copies up to 32 objects at once, the API stores as
+// many uploads as it serves), so that a burst does not close what it
+// opened for the next one to dial again. minio-go keeps 16.
+const maxIdleConnsPerHost = 64
+
 // New returns a Store for cfg. It does not contact the server.
 func New(cfg config.S3) (*Store, error) {
+	transport, err := newTransport(cfg.Endpoint.Secure)
+	if err != nil {
+		return nil, fmt.Errorf("object storage client: %w", err)
+	}
+	return newStore(cfg, transport)
+}
+
+// newTransport is minio-go's default transport keeping
+// maxIdleConnsPerHost idle connections.
+func newTransport(secure bool) (*http.Transport, error) {
+	transport, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, err
+	}
+	transport.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	return transport, nil
+}
+
+// newStore returns a Store for cfg that connects through transport.
+func newStore(cfg config.S3, transport http.RoundTripper) (*Store, error) {
 	client, err := minio.New(cfg.Endpoint.HostPort, &minio.Options{
-		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-		Secure: cfg.Endpoint.Secure,
+		Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:    cfg.Endpoint.Secure,
+		Transport: transport,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object storage client: %w", err)

@@ -48,6 +48,62 @@ func TestPutStreamsAndChecksums(t *testing.T) {
 	}
 }
 
+// A burst of as many requests at once as the consumer has copies in flight
+// leaves its connections open for the next burst, which dials none
+// (minio-go's transport keeps 16 and closed the rest).
+func TestConnectionsOfABurstAreKept(t *testing.T) {
+	t.Parallel()
+	store, dials, err := blob.NewCountingDials(testenv.S3(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := store.Put(ctx, "t/burst", bytes.NewReader(make([]byte, 256<<10)), 256<<10, ""); err != nil {
+		t.Fatal(err)
+	}
+	const inFlight = 48
+	burst := func() int64 {
+		t.Helper()
+		before := dials.Load()
+		var started, wg sync.WaitGroup
+		started.Add(inFlight)
+		errs := make(chan error, inFlight)
+		for range inFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				obj, _, err := store.Open(ctx, "t/burst")
+				if err == nil {
+					// Each holds its connection until all have one.
+					_, err = obj.Read(make([]byte, 1))
+				}
+				started.Done()
+				started.Wait()
+				if err == nil {
+					_, err = io.Copy(io.Discard, obj)
+					err = errors.Join(err, obj.Close())
+				}
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dials.Load() - before
+	}
+	// The upload's connection is idle and taken again.
+	if first := burst(); first < inFlight-1 {
+		t.Fatalf("the first burst dialled %d connections for %d requests at once", first, inFlight)
+	}
+	if second := burst(); second != 0 {
+		t.Errorf("the second burst dialled %d connections; want 0 (the first one's kept)", second)
+	}
+}
+
 // However many large uploads arrive at once, only a bounded number hold a
 // part buffer; the others wait, and give up when their context ends.
 func TestLargePutsAreBounded(t *testing.T) {
