@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -10,7 +11,7 @@ import (
 )
 
 // Each audit row written by the runtime role records whose resource it is
-// about (migration 014's trigger), by the rule the audit API scopes with:
+// about (migration 014's trigger, 015's function), by the rule the audit API scopes with:
 // a document's owner (looked up when the row's data does not carry it, as
 // for cloud_sync.*), the account of a user event, the user_id of other
 // aggregates' data, nobody otherwise.
@@ -35,6 +36,11 @@ func TestAuditRowsRecordTheirOwner(t *testing.T) {
 		{"document event with its owner", "document", doc, `{"user_id":"` + alice.String() + `"}`, &alice},
 		{"cloud_sync event (no owner in data)", "document", doc, `{"document_id":"` + doc.String() + `"}`, &alice},
 		{"user event", "user", bob, `{"id":"` + bob.String() + `"}`, &bob},
+		{"user event naming another user", "user", bob, `{"user_id":"` + alice.String() + `"}`, &bob},
+		{"event of an unknown document", "document", uuid.Must(uuid.NewV7()), `{"document_id":"x"}`, nil},
+		{"owner in upper case", "folder", uuid.Must(uuid.NewV7()), `{"user_id":"` + strings.ToUpper(bob.String()) + `"}`, &bob},
+		{"owner with braces", "folder", uuid.Must(uuid.NewV7()), `{"user_id":"{` + bob.String() + `}"}`, nil},
+		{"owner not a string", "folder", uuid.Must(uuid.NewV7()), `{"user_id":42}`, nil},
 		{"topic event", "topic", uuid.Must(uuid.NewV7()), `{"user_id":"` + bob.String() + `"}`, &bob},
 		{"topic event without owner", "topic", uuid.Must(uuid.NewV7()), `{"user_id":null}`, nil},
 		{"malformed owner", "folder", uuid.Must(uuid.NewV7()), `{"user_id":"not-a-uuid"}`, nil},
