@@ -61,18 +61,19 @@ func cpuKind(comm string) string {
 	return "other"
 }
 
-// postgresKind tells a PostgreSQL server's client backends ("postgres")
-// from its autovacuum and other background processes, by the title each
-// sets (/proc/PID/cmdline, "postgres: 15/main: autovacuum worker ...").
+// postgresKind tells a PostgreSQL server's client backends ("postgres",
+// the postmaster included) from its background processes (checkpointer,
+// background writer, WAL writer, autovacuum, replication launchers), by
+// the title each sets (/proc/PID/cmdline, "postgres: 15/main: walwriter").
+// Like every process here, an autovacuum worker that starts and ends
+// between two samples is missed.
 func postgresKind(proc string) string {
 	b, _ := os.ReadFile(filepath.Join(proc, "cmdline"))
 	title := string(b)
-	switch {
-	case strings.Contains(title, "autovacuum"):
-		return "postgres autovacuum"
-	case strings.Contains(title, "walwriter"), strings.Contains(title, "checkpointer"), strings.Contains(title, "background writer"),
-		strings.Contains(title, "stats"), strings.Contains(title, "logical replication"):
-		return "postgres background"
+	for _, bg := range []string{"checkpointer", "background writer", "walwriter", "autovacuum", "replication launcher"} {
+		if strings.Contains(title, bg) {
+			return "postgres background"
+		}
 	}
 	return "postgres"
 }
