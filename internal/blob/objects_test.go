@@ -57,7 +57,8 @@ func TestConnectionsOfABurstAreKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if _, err := store.Put(ctx, "t/burst", bytes.NewReader(make([]byte, 256<<10)), 256<<10, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +75,7 @@ func TestConnectionsOfABurstAreKept(t *testing.T) {
 				defer wg.Done()
 				obj, _, err := store.Open(ctx, "t/burst")
 				if err == nil {
+					defer obj.Close()
 					// Each holds its connection until all have one.
 					_, err = obj.Read(make([]byte, 1))
 				}
@@ -81,7 +83,6 @@ func TestConnectionsOfABurstAreKept(t *testing.T) {
 				started.Wait()
 				if err == nil {
 					_, err = io.Copy(io.Discard, obj)
-					err = errors.Join(err, obj.Close())
 				}
 				errs <- err
 			}()
