@@ -308,13 +308,14 @@ func S3(t testing.TB) config.S3 {
 		t.Fatalf("create test bucket: %v", err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// Multi-object deletes of what is listed (a benchmark leaves tens
+		// of thousands of objects).
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		c := store.Client()
-		for obj := range c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}) {
-			if obj.Err == nil {
-				_ = c.RemoveObject(ctx, cfg.Bucket, obj.Key, minio.RemoveObjectOptions{})
-			}
+		for res := range c.RemoveObjects(ctx, cfg.Bucket, c.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Recursive: true}),
+			minio.RemoveObjectsOptions{}) {
+			t.Logf("remove %s from the test bucket: %v", res.ObjectName, res.Err)
 		}
 		if err := c.RemoveBucket(ctx, cfg.Bucket); err != nil {
 			t.Errorf("remove test bucket %s: %v", cfg.Bucket, err)
