@@ -341,19 +341,23 @@ func QueueProcessed(batch *pgx.Batch, consumer string, eventID uuid.UUID) func(p
 // staged object of any other id (no row: its transaction never committed;
 // or no longer pending) is an orphan.
 func PendingDocumentIDs(ctx context.Context, db DBTX, ids []uuid.UUID) (map[uuid.UUID]bool, error) {
-	rows, err := db.Query(ctx, `select id from documents where id = any($1) and status = 'pending'`, ids)
+	return collectIDSet(db.Query(ctx, `select id from documents where id = any($1) and status = 'pending'`, ids))
+}
+
+// collectIDSet reads rows of one uuid column into a set.
+func collectIDSet(rows pgx.Rows, err error) (map[uuid.UUID]bool, error) {
 	if err != nil {
 		return nil, translate(err)
 	}
-	found, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	if err != nil {
 		return nil, translate(err)
 	}
-	out := make(map[uuid.UUID]bool, len(found))
-	for _, id := range found {
-		out[id] = true
+	set := make(map[uuid.UUID]bool, len(ids))
+	for _, id := range ids {
+		set[id] = true
 	}
-	return out, nil
+	return set, nil
 }
 
 // QueueProcessedAmong adds to batch the check of which of eventIDs
@@ -362,18 +366,6 @@ func PendingDocumentIDs(ctx context.Context, db DBTX, ids []uuid.UUID) (map[uuid
 func QueueProcessedAmong(batch *pgx.Batch, consumer string, eventIDs []uuid.UUID) func(pgx.BatchResults) (map[uuid.UUID]bool, error) {
 	batch.Queue(`select event_id from processed_events where consumer = $1 and event_id = any($2)`, consumer, eventIDs)
 	return func(br pgx.BatchResults) (map[uuid.UUID]bool, error) {
-		rows, err := br.Query()
-		if err != nil {
-			return nil, translate(err)
-		}
-		handled, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		if err != nil {
-			return nil, translate(err)
-		}
-		done := make(map[uuid.UUID]bool, len(handled))
-		for _, id := range handled {
-			done[id] = true
-		}
-		return done, nil
+		return collectIDSet(br.Query())
 	}
 }

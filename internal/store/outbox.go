@@ -518,18 +518,6 @@ func QueueFinishChargedMany(batch *pgx.Batch, consumer string, items []ChargedFi
 		c.occurred, c.actorTypes, c.actorIDs, c.actions, c.aggTypes, c.outIDs, c.correlations, c.causations,
 		c.details, c.streams, c.payloads, c.versions, c.requestIDs, c.traceparents, def.Bytes, def.Documents)
 	return func(br pgx.BatchResults) (map[uuid.UUID]bool, error) {
-		rows, err := br.Query()
-		if err != nil {
-			return nil, translate(err)
-		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-		if err != nil {
-			return nil, translate(err)
-		}
-		applied := make(map[uuid.UUID]bool, len(ids))
-		for _, id := range ids {
-			applied[id] = true
-		}
-		return applied, nil
+		return collectIDSet(br.Query())
 	}, nil
 }
