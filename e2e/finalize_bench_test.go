@@ -17,7 +17,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/minio/minio-go/v7"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/docuvault/docuvault/internal/blob"
@@ -469,19 +468,17 @@ func fbCopy(b *testing.B, blobs *blob.Store, owner uuid.UUID, ids []uuid.UUID, c
 }
 
 // fbRemoveStaged removes the baseline's staged objects (multi-object
-// delete), so the bucket holds what the consumer leaves behind.
+// delete, blob.Store.RemoveMany), so the bucket holds what the consumer
+// leaves behind.
 func fbRemoveStaged(b *testing.B, blobs *blob.Store, ids []uuid.UUID) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), fbSeedTimeout)
 	defer cancel()
-	objects := make(chan minio.ObjectInfo, len(ids))
-	for _, id := range ids {
-		objects <- minio.ObjectInfo{Key: blob.StagingKey(id)}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = blob.StagingKey(id)
 	}
-	close(objects)
-	for res := range blobs.Client().RemoveObjects(ctx, blobs.Bucket(), objects, minio.RemoveObjectsOptions{}) {
-		if res.Err != nil {
-			b.Fatalf("remove %s: %v", res.ObjectName, res.Err)
-		}
+	if err := blobs.RemoveMany(ctx, keys); err != nil {
+		b.Fatal(err)
 	}
 }
